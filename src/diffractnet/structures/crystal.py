@@ -146,21 +146,10 @@ class Crystal:
 
 
 def _reduced_formula(sites: tuple[Site, ...]) -> str:
-    """Hill-ordered reduced formula from site occupancies, e.g. 'Al2O3'."""
-    from fractions import Fraction
-    from math import gcd
+    """Reduced formula from site occupancies, e.g. 'Al2O3' (pymatgen's ordering)."""
+    from pymatgen.core import Composition
 
     counts: dict[str, float] = {}
     for s in sites:
         counts[s.element] = counts.get(s.element, 0.0) + s.occupancy
-    fracs = {el: Fraction(n).limit_denominator(100) for el, n in counts.items()}
-    denom = 1
-    for f in fracs.values():
-        denom = denom * f.denominator // gcd(denom, f.denominator)
-    ints = {el: int(f * denom) for el, f in fracs.items()}
-    g = 0
-    for n in ints.values():
-        g = gcd(g, n)
-    g = g or 1
-    order = sorted(ints, key=lambda el: (el != "C", el != "H", el) if "C" in ints else (0, el))
-    return "".join(f"{el}{ints[el] // g if ints[el] // g != 1 else ''}" for el in order)
+    return Composition(counts).reduced_formula
