@@ -1,0 +1,1 @@
+"""Datasets: configs, material splits, sparse HDF5 shards, parallel resumable generation, torch loading."""
