@@ -128,9 +128,9 @@ def _compute(tasks: list, scheduler: str, workers: int, progress: bool) -> list:
     if scheduler not in ("processes", "threads", "synchronous"):
         raise ConfigError(f"scheduler '{scheduler}' is not 'processes', 'threads', 'synchronous' or a tcp:// address")
     if progress:
-        from dask.diagnostics import ProgressBar
+        from tqdm.dask import TqdmCallback
 
-        with ProgressBar(minimum=1.0):
+        with TqdmCallback(desc="shards", unit="shard"):
             return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
     return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
 

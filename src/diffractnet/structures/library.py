@@ -58,7 +58,8 @@ def expand_wyckoff_site(space_group: int, wyckoff: str, xyz, where: str) -> np.n
         wp = group.get_wyckoff_position(str(wyckoff))
     except Exception:
         wp = None
-    if wp is None:
+    digits = "".join(ch for ch in str(wyckoff) if ch.isdigit())
+    if wp is None or (digits and int(digits) != wp.multiplicity):
         raise StructureError(f"{where}: space group {space_group} has no Wyckoff position '{wyckoff}'")
     if xyz is None:
         if wp.get_dof() > 0:

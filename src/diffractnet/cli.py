@@ -1,0 +1,132 @@
+"""The ``diffractnet`` command line: a thin layer over the library.
+
+Every expected failure prints one line ``diffractnet: error: ...`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from diffractnet.errors import DiffractNetError
+
+
+def _structures(args: argparse.Namespace) -> int:
+    from diffractnet.structures.library import get_material, library_entries
+
+    if args.action == "list":
+        rows = [e for e in library_entries() if args.space_group is None or int(e["space_group"]) == args.space_group]
+        if args.json:
+            from diffractnet.structures.symmetry import crystal_system, space_group_symbol
+
+            print(json.dumps([{"name": e["name"], "formula": e.get("formula", ""), "space_group": int(e["space_group"]),
+                               "space_group_symbol": space_group_symbol(int(e["space_group"])),
+                               "crystal_system": crystal_system(int(e["space_group"]))} for e in rows], indent=1))
+        else:
+            from diffractnet.structures.symmetry import space_group_symbol
+
+            print(f"{'name':<14} {'formula':<12} {'space group':<16}")
+            for e in rows:
+                sg = int(e["space_group"])
+                print(f"{e['name']:<14} {e.get('formula', ''):<12} {sg:>3} {space_group_symbol(sg):<12}")
+            print(f"{len(rows)} materials")
+        return 0
+    if not args.name:
+        raise DiffractNetError("structures show needs a material name or a CIF path")
+    if args.name.lower().endswith(".cif"):
+        from diffractnet.structures.cif import load_cif
+
+        crystal = load_cif(args.name)
+    else:
+        crystal = get_material(args.name)
+    info = crystal.summary()
+    if args.json:
+        info["sites"] = [{"element": s.element, "frac": list(s.frac), "occupancy": s.occupancy, "b_iso_A2": s.b_iso_a2}
+                         for s in crystal.sites]
+        print(json.dumps(info, indent=1))
+    else:
+        for key, value in info.items():
+            print(f"{key:<20} {value}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from diffractnet.data.config import load_config
+    from diffractnet.data.generate import generate_dataset
+
+    config = load_config(args.config)
+    if args.output:
+        config = config.model_copy(update={"output_dir": Path(args.output)})
+    card = generate_dataset(config, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+    print(f"dataset card: {card}")
+    return 0
+
+
+def _pattern(args: argparse.Namespace) -> int:
+    from diffractnet.demo import save_pattern_png
+
+    path = save_pattern_png(args.material, tuple(args.zone), Path(args.out), image_size_px=args.size,
+                            voltage_kV=args.voltage, reciprocal_px_invA=args.px)
+    print(f"wrote {path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from diffractnet.demo import run_demo
+
+    run_demo(Path(args.out), workers=args.workers)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffractnet", description="Deep learning for electron diffraction patterns.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("structures", help="list or show built-in materials and CIF files")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("name", nargs="?", help="material name or CIF path (for show)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--space-group", type=int, default=None, help="list only this space group")
+    p.set_defaults(func=_structures)
+
+    p = sub.add_parser("simulate", help="write a sparse-spot dataset from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--output", default=None, help="override the config's output_dir")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--scheduler", default="processes", help="processes, threads, synchronous or a tcp:// address")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_simulate)
+
+    p = sub.add_parser("pattern", help="render one zone-axis pattern of a built-in material to PNG")
+    p.add_argument("material")
+    p.add_argument("--zone", type=int, nargs=3, default=[0, 0, 1], metavar=("U", "V", "W"))
+    p.add_argument("--out", default="pattern.png")
+    p.add_argument("--size", type=int, default=256, help="image side [px]")
+    p.add_argument("--voltage", type=float, default=200.0, help="accelerating voltage [kV]")
+    p.add_argument("--px", type=float, default=0.012, help="reciprocal pixel size [1/Å per px]")
+    p.set_defaults(func=_pattern)
+
+    p = sub.add_parser("demo", help="the main job on embedded defaults, written under --out")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``diffractnet`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DiffractNetError as exc:
+        print(f"diffractnet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("diffractnet: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
