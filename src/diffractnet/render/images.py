@@ -36,7 +36,7 @@ def _splat(images_flat, b_idx, x_px, y_px, weight, sigma_px, size):
     xi = torch.round(x_px)[:, None, None] + offs[None, None, :]
     yi = torch.round(y_px)[:, None, None] + offs[None, :, None]
     g = torch.exp(-0.5 * ((xi - x_px[:, None, None]) ** 2 + (yi - y_px[:, None, None]) ** 2) / sigma_px**2)
-    g = g * (weight / (2 * math.pi * sigma_px**2))[:, None, None]
+    g = g * (weight / g.sum(dim=(1, 2)))[:, None, None]  # each spot carries exactly its intensity
     inside = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
     flat = (b_idx[:, None, None] * size * size + yi * size + xi).long()
     images_flat.index_add_(0, flat[inside], g[inside].to(images_flat.dtype))

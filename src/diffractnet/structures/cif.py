@@ -7,11 +7,14 @@ Isotropic displacement parameters are kept: ``_atom_site_B_iso_or_equiv`` as is,
 from __future__ import annotations
 
 import math
+import re
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from diffractnet.errors import StructureError
 from diffractnet.structures.crystal import Crystal
+from diffractnet.structures.elements import element_symbol
 
 MAX_CIF_BYTES = 50_000_000
 
@@ -49,6 +52,41 @@ def _b_by_label(block: dict) -> dict[str, float]:
     return {}
 
 
+def _column(block: dict, key: str) -> list:
+    values = block.get(key, [])
+    return [values] if isinstance(values, str) else list(values)
+
+
+def _element_of(text: str) -> str:
+    """'Fe2+' or 'Fe1' → 'Fe' (the leading element letters)."""
+    match = re.match(r"[A-Z][a-z]?", str(text).strip())
+    return match.group(0) if match else ""
+
+
+def _species_b(label: str, element: str, block: dict, b_values: dict[str, float]) -> float:
+    """B of ``element`` on the site pymatgen labelled ``label``.
+
+    pymatgen merges atom_site rows sharing a position into one disordered site that keeps only the
+    last row's label; each species gets the B of its own row at that position (same element).
+    """
+    labels = _column(block, "_atom_site_label")
+    symbols = _column(block, "_atom_site_type_symbol") or labels
+    xyz = [_column(block, f"_atom_site_fract_{axis}") for axis in "xyz"]
+    if _element_of(symbols[labels.index(label)] if label in labels else label) == element:
+        return b_values[label]
+    try:
+        rows = {lab: (_element_of(sym), [_cif_number(col[i]) for col in xyz])
+                for i, (lab, sym) in enumerate(zip(labels, symbols))}
+        here = rows[label][1]
+        for lab, (el, pos) in rows.items():
+            if el == element and lab in b_values and None not in pos + here and all(
+                    abs((p - q + 0.5) % 1.0 - 0.5) < 1e-3 for p, q in zip(pos, here)):
+                return b_values[lab]
+    except (KeyError, IndexError):
+        pass
+    return b_values[label]
+
+
 def load_cif(path: str | Path, name: str | None = None, symprec: float = 1e-3) -> Crystal:
     """The first structure of a CIF file as a ``Crystal`` (conventional cell, as written in the file).
 
@@ -76,9 +114,17 @@ def load_cif(path: str | Path, name: str | None = None, symprec: float = 1e-3) -
     structure = structures[0]
     if len(structure) == 0:
         raise StructureError(f"CIF file '{path}' has a structure with no atoms")
-    b_values = _b_by_label(blocks[0]) if blocks else {}
-    if b_values:
-        labels = [getattr(site, "label", None) for site in structure]
-        if all(label in b_values for label in labels):
-            structure.add_site_property("b_iso", [b_values[label] for label in labels])
-    return Crystal.from_pymatgen(structure, name=name or path.stem, source=f"CIF {path.name}", symprec=symprec)
+    try:
+        crystal = Crystal.from_pymatgen(structure, name=name or path.stem, source=f"CIF {path.name}",
+                                        symprec=symprec)
+    except StructureError as exc:  # unknown element, bad occupancy, degenerate cell...
+        raise StructureError(f"CIF file '{path}': {exc}") from None
+    labels = [getattr(site, "label", None) for site in structure]
+    for block in blocks:  # the block holding this structure's atoms (not e.g. a leading data_global)
+        b_values = _b_by_label(block)
+        if b_values and all(label in b_values for label in labels):
+            b_list = [_species_b(site.label, element_symbol(str(getattr(sp, "symbol", sp))), block, b_values)
+                      for site in structure for sp in site.species]
+            crystal = replace(crystal, sites=tuple(replace(s, b_iso_a2=b) for s, b in zip(crystal.sites, b_list)))
+            break
+    return crystal
