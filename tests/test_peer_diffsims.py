@@ -51,3 +51,19 @@ def test_positions_and_intensities_match_diffsims(name, zone):
     rel_ours = ours["intensity"][order] / ours["intensity"].max()
     rel_peer = f2_p[matched] / f2_p.max()
     np.testing.assert_allclose(rel_ours, rel_peer, rtol=0.02, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["LiNiO2", "ZrO2", "Mg", "CaTiO3"])
+def test_our_orix_phase_gives_diffsims_our_spots(name):
+    """``Crystal.to_orix_phase`` is what pyxem/diffsims get from us: random orientations must agree."""
+    from diffractnet.physics import sample_fundamental_zone
+
+    crystal = make_crystal(name)
+    phase = crystal.to_orix_phase()
+    sim = SpotSimulator(VOLTAGE_KV, G_MAX, max_excitation_error_invA=S_MAX, profile="flat")
+    debye_waller = {s.element: s.b_iso_a2 for s in crystal.sites}
+    for q in sample_fundamental_zone(crystal, 4, seed=1):
+        ours = sim.simulate(crystal, q).pattern(0)
+        hkl_p, xy_p, f2_p = diffsims_spots(phase, q, VOLTAGE_KV, G_MAX, S_MAX, debye_waller)
+        borderline = {tuple(h) for h, s in zip(ours["hkl"], ours["excitation_error_invA"]) if abs(abs(s) - S_MAX) < 1e-5}
+        assert ({tuple(h) for h in ours["hkl"]} ^ {tuple(h) for h in hkl_p}) - borderline == set()

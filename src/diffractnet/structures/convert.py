@@ -62,22 +62,28 @@ def crystal_from_pymatgen(structure, name: str | None = None, source: str = "pym
 
 
 def crystal_to_orix_phase(crystal: Crystal):
-    """orix ``Phase`` holding the full cell with unchanged fractional coordinates.
+    """orix ``Phase`` of the full cell, in the form diffsims and pyxem compute correctly with.
 
-    The diffpy lattice is given our Cartesian base (a ∥ x, c* ∥ z), which is orix's own, so
-    orix's re-basing is the identity and no coordinate moves; this is checked, not assumed.
+    The lattice comes from its six parameters and the atoms go through orix's ``Phase.structure``
+    setter, which re-bases the lattice (a ∥ x, c* ∥ z, our own frame) keeping Cartesian positions:
+    for non-orthogonal cells the stored fractional coordinates then differ from ours (Mg (1/3, 2/3, 1/4)
+    → (0.577, 0.577, 1/4)) and diffsims undoes that with the lattice's base rotation. Giving the lattice
+    as a base matrix, or re-adding atoms afterwards, breaks |F|² in diffsims (PEERS.md). Checked here:
+    the base equals ours and the coordinates diffsims derives equal ours.
     """
     from diffpy.structure import Atom, Lattice, Structure
     from orix.crystal_map import Phase
 
-    base = crystal.direct_matrix_A
-    lattice = Lattice(base=base)
+    lattice = Lattice(*crystal.lattice_abc_A, *crystal.lattice_angles_deg)
     atoms = [Atom(s.element, xyz=list(s.frac), occupancy=s.occupancy, Uisoequiv=s.b_iso_a2 / (8 * np.pi**2))
              for s in crystal.sites]
     phase = Phase(name=crystal.name, space_group=crystal.space_group_number,
                   structure=Structure(atoms=atoms, lattice=lattice))
-    moved = np.abs(np.mod(phase.structure.xyz - crystal.frac_coords + 0.5, 1.0) - 0.5).max()
-    if moved > 1e-6:
-        raise StructureError(f"orix re-based the cell of '{crystal.name}' (fractional shift {moved:.3g}); "
-                             "report this with the crystal")
+    lat = phase.structure.lattice
+    as_diffsims_reads_them = np.asarray(phase.structure.xyz) @ np.linalg.inv(lat.stdbase @ lat.recbase)
+    moved = np.abs(np.mod(as_diffsims_reads_them - crystal.frac_coords + 0.5, 1.0) - 0.5).max()
+    turned = np.abs(lat.base - crystal.direct_matrix_A).max()
+    if moved > 1e-6 or turned > 1e-6:
+        raise StructureError(f"orix moved the cell of '{crystal.name}' (fractional shift {moved:.3g}, base by "
+                             f"{turned:.3g} Å); report this with the crystal")
     return phase

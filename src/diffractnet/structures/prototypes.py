@@ -54,19 +54,25 @@ def square_root_allocation(group_sizes: dict[str, int], n_total: int) -> dict[st
     if n_total > available:
         raise StructureError(f"cannot draw {n_total} structures from a pool of {available}")
     alloc = {key: 0 for key in group_sizes}
+    open_keys = [k for k in group_sizes if group_sizes[k] > 0]
     remaining = n_total
     while remaining > 0:
-        open_keys = [k for k in group_sizes if alloc[k] < group_sizes[k]]
+        # water-filling: a group whose sqrt share reaches its size is drawn whole, the rest re-shared
         weights = np.sqrt([group_sizes[k] for k in open_keys])
         share = weights / weights.sum() * remaining
-        base = np.minimum(np.floor(share).astype(int), [group_sizes[k] - alloc[k] for k in open_keys])
+        full = [k for k, s in zip(open_keys, share) if s >= group_sizes[k]]
+        if full:
+            for key in full:
+                alloc[key] = group_sizes[key]
+                remaining -= group_sizes[key]
+            open_keys = [k for k in open_keys if k not in full]
+            continue
+        base = np.floor(share).astype(int)  # share < size, so floor + 1 never exceeds a group
         for key, add in zip(open_keys, base):
-            alloc[key] += int(add)
-        remaining -= int(base.sum())
-        if remaining > 0 and base.sum() == 0:  # hand out the remainders, largest fraction first
-            for idx in np.argsort(-(share - np.floor(share)), kind="stable")[:remaining]:
-                alloc[open_keys[idx]] += 1
-            remaining = n_total - sum(alloc.values())
+            alloc[key] = int(add)
+        for idx in np.argsort(-(share - base), kind="stable")[: remaining - int(base.sum())]:
+            alloc[open_keys[idx]] += 1  # largest remainders first
+        break
     return alloc
 
 
