@@ -393,21 +393,46 @@ def test_from_pymatgen_empty_structure_raises():
         Crystal.from_pymatgen(Structure(Lattice.cubic(3.0), [], []), name="empty")
 
 
+def _fractional_as_diffsims_reads(phase) -> np.ndarray:
+    """The fractional coordinates diffsims uses for |F|² (diffsims.utils.sim_utils: xyz·(stdbase·recbase)⁻¹)."""
+    lattice = phase.structure.lattice
+    return np.asarray(phase.structure.xyz) @ np.linalg.inv(lattice.stdbase @ lattice.recbase)
+
+
+def _periodic_close(a, b, atol=1e-9) -> bool:
+    return bool(np.abs(np.mod(np.asarray(a) - np.asarray(b) + 0.5, 1.0) - 0.5).max() < atol)
+
+
 @pytest.mark.parametrize("name, system, n_atoms", [("Mg", "hexagonal", 2), ("ZrO2", "monoclinic", 12)])
 def test_to_orix_phase_keeps_fractional_coordinates(name, system, n_atoms):
+    """Same atoms, same order, and the fractional coordinates diffsims derives from the phase are ours.
+
+    (orix re-bases non-orthogonal cells, so ``phase.structure.xyz`` itself differs from ours for
+    Mg and ZrO2; diffsims undoes that with the lattice's base rotation.)
+    """
     crystal = make_crystal(name)
     assert crystal_system(crystal.space_group_number) == system
     phase = crystal.to_orix_phase()
     assert phase.name == name
     assert phase.space_group.number == crystal.space_group_number
     assert len(phase.structure) == len(crystal.sites) == n_atoms
-    np.testing.assert_allclose(phase.structure.xyz, crystal.frac_coords, atol=1e-9)
+    assert _periodic_close(_fractional_as_diffsims_reads(phase), crystal.frac_coords)
     assert [atom.element for atom in phase.structure] == crystal.elements
     np.testing.assert_allclose(phase.structure.occupancy, [s.occupancy for s in crystal.sites])
     np.testing.assert_allclose(phase.structure.Uisoequiv * 8 * np.pi**2, [s.b_iso_a2 for s in crystal.sites])
     np.testing.assert_allclose(phase.structure.lattice.abcABG(), _lattice(crystal), atol=1e-9)
     # orix's base is ours: a ∥ x, c* ∥ z
     np.testing.assert_allclose(phase.structure.lattice.base, crystal.direct_matrix_A, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["CaTiO3", "TiO2", "Si"])
+def test_to_orix_phase_orthogonal_cells_unchanged(name):
+    """For orthogonal cells nothing is re-based: the stored coordinates are ours as they are."""
+    crystal = make_crystal(name)
+    phase = crystal.to_orix_phase()
+    assert len(phase.structure) == len(crystal.sites)
+    assert _periodic_close(phase.structure.xyz, crystal.frac_coords)
+    assert _periodic_close(_fractional_as_diffsims_reads(phase), crystal.frac_coords)
 
 
 # ================================================================ prototypes

@@ -96,8 +96,10 @@ def load_cif(path: str | Path, name: str | None = None, symprec: float = 1e-3) -
     from pymatgen.io.cif import CifParser
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise StructureError(f"CIF file '{path}' does not exist")
+    if not path.is_file():
+        raise StructureError(f"CIF path '{path}' is not a file")
     size = path.stat().st_size
     if size == 0 or size > MAX_CIF_BYTES:
         raise StructureError(f"CIF file '{path}' is {'empty' if size == 0 else 'larger than 50 MB'}")
