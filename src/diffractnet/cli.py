@@ -64,6 +64,22 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from diffractnet.train import load_train_config, train
+
+    config = load_train_config(args.config)
+    updates = {}
+    if args.output:
+        updates["output_dir"] = Path(args.output)
+    if args.dataset:
+        updates["dataset"] = Path(args.dataset)
+    if updates:
+        config = config.model_copy(update=updates)
+    path = train(config, progress=not args.quiet)
+    print(f"model: {path}")
+    return 0
+
+
 def _pattern(args: argparse.Namespace) -> int:
     from diffractnet.demo import save_pattern_png
 
@@ -98,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default="processes", help="processes, threads, synchronous or a tcp:// address")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_simulate)
+
+    p = sub.add_parser("train", help="train a space-group classifier from a YAML config (re-run to resume)")
+    p.add_argument("config")
+    p.add_argument("--dataset", default=None, help="override the config's dataset folder")
+    p.add_argument("--output", default=None, help="override the config's output_dir")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train)
 
     p = sub.add_parser("pattern", help="render one zone-axis pattern of a built-in material to PNG")
     p.add_argument("material")

@@ -44,7 +44,7 @@ class SpotDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path, split: str, detector: Detector, augment: Augment | None = None,
-                 target: str | tuple[str, ...] = "space_group", seed: int | None = None, cache_shards: int = 8):
+                 target: str | tuple[str, ...] = "space_group", seed: int | None = None, cache_shards: int = 256):
         from diffractnet.data.generate import load_card
 
         self.root, self.detector, self.augment, self.seed = Path(root), detector, augment, seed
@@ -89,40 +89,61 @@ class SpotDataset(torch.utils.data.Dataset):
         k = int(np.searchsorted(self._starts, index, side="right") - 1)
         return self._shard(k), index - int(self._starts[k])
 
-    def _generator(self, index: int) -> torch.Generator:
+    def _generator(self, indices: list[int]) -> torch.Generator:
         base = self.seed if self.seed is not None else torch.initial_seed()
-        return torch.Generator().manual_seed(zlib.crc32(f"{base}:{index}".encode()))
+        return torch.Generator().manual_seed(zlib.crc32(f"{base}:{indices}".encode()))
 
-    def __getitem__(self, index: int):
-        shard, row = self.locate(int(index))
-        lo, hi = int(shard.offsets[row]), int(shard.offsets[row + 1])
-        gen = self._generator(int(index))
-        detector, overrides = self._draw(gen)
-        image = render_patterns(torch.tensor([0, hi - lo]), torch.from_numpy(shard.spots["xy_invA"][lo:hi]),
-                                torch.from_numpy(shard.spots["intensity"][lo:hi]), detector, generator=gen, **overrides)[0]
-        image = image / image.max().clamp(min=1e-12)
-        return image[None], self._target(shard, row)
+    def __getitem__(self, index):
+        """An int → (image (1, H, W), target); a list of ints → (images (B, 1, H, W), targets batched).
 
-    def _uniform(self, gen: torch.Generator, low: float, high: float) -> float:
-        return low + (high - low) * float(torch.rand((), generator=gen))
+        Lists render the whole batch in one call (fast): use them with
+        ``DataLoader(ds, batch_size=None, sampler=BatchSampler(...))``.
+        """
+        if isinstance(index, (list, tuple, np.ndarray, torch.Tensor)):
+            return self.render_batch([int(i) for i in index])
+        images, targets = self.render_batch([int(index)])
+        if isinstance(targets, dict):
+            return images[0], {k: v[0] for k, v in targets.items()}
+        return images[0], targets[0]
 
-    def _draw(self, gen: torch.Generator) -> tuple[Detector, dict]:
+    def render_batch(self, indices: list[int]):
+        """Render the patterns ``indices`` together: (images (B, 1, H, W) in [0, 1], targets)."""
+        rows = [self.locate(i) for i in indices]
+        xy, inten, counts = [], [], []
+        for shard, row in rows:
+            lo, hi = int(shard.offsets[row]), int(shard.offsets[row + 1])
+            xy.append(shard.spots["xy_invA"][lo:hi])
+            inten.append(shard.spots["intensity"][lo:hi])
+            counts.append(hi - lo)
+        offsets = torch.zeros(len(rows) + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(torch.tensor(counts, dtype=torch.int64), 0)
+        gen = self._generator(indices)
+        images = render_patterns(offsets, torch.from_numpy(np.concatenate(xy)), torch.from_numpy(np.concatenate(inten)),
+                                 self.detector, generator=gen, **self._draw(gen, len(rows)))
+        images = images / images.amax(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+        return images[:, None], self._targets(rows)
+
+    def _draw(self, gen: torch.Generator, n: int) -> dict:
+        """Per-pattern augmentation parameters (empty without augmentation)."""
         a, det = self.augment, self.detector
         if a is None:
-            return det, {}
-        changes = {}
-        if a.spot_sigma_px:
-            changes["spot_sigma_px"] = self._uniform(gen, *a.spot_sigma_px)
-        if a.background:
-            changes["background"] = self._uniform(gen, *a.background)
-        if a.dose_e:
-            changes["dose_e"] = math.exp(self._uniform(gen, math.log(a.dose_e[0]), math.log(a.dose_e[1])))
-        shift = [self._uniform(gen, -a.center_shift_px, a.center_shift_px) for _ in range(2)]
-        overrides = {"rotation_deg": self._uniform(gen, *a.rotation_deg), "center_shift_px": shift,
-                     "reciprocal_px_invA": det.reciprocal_px_invA * self._uniform(gen, *a.scale)}
-        return (det.with_(**changes) if changes else det), overrides
+            return {}
 
-    def _target(self, shard: Shard, row: int):
+        def uniform(low: float, high: float) -> torch.Tensor:
+            return low + (high - low) * torch.rand(n, generator=gen)
+
+        out = {"rotation_deg": uniform(*a.rotation_deg),
+               "center_shift_px": torch.stack([uniform(-a.center_shift_px, a.center_shift_px) for _ in range(2)], 1),
+               "reciprocal_px_invA": det.reciprocal_px_invA * uniform(*a.scale)}
+        if a.spot_sigma_px:
+            out["spot_sigma_px"] = uniform(*a.spot_sigma_px)
+        if a.background:
+            out["background"] = uniform(*a.background)
+        if a.dose_e:
+            out["dose_e"] = torch.exp(uniform(math.log(a.dose_e[0]), math.log(a.dose_e[1])))
+        return out
+
+    def _targets(self, rows: list[tuple[Shard, int]]):
         names = (self.target,) if isinstance(self.target, str) else self.target
-        values = {name: torch.as_tensor(shard.labels[name][row]) for name in names}
+        values = {name: torch.as_tensor(np.stack([shard.labels[name][row] for shard, row in rows])) for name in names}
         return values[self.target] if isinstance(self.target, str) else values

@@ -29,13 +29,14 @@ def _blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
     return torch.fft.irfft2(torch.fft.rfft2(images) * transfer, s=(h, w)).clamp(min=0)
 
 
-def _splat(images_flat, b_idx, x_px, y_px, weight, sigma_px, size):
-    """Add a Gaussian of width ``sigma_px`` [px] at each (x, y) to the flattened images."""
-    radius = max(1, int(math.ceil(3 * sigma_px)))
+def _splat(images_flat, b_idx, x_px, y_px, weight, sigma_px: torch.Tensor, size):
+    """Add a Gaussian of width ``sigma_px`` (per spot) [px] at each (x, y) to the flattened images."""
+    radius = max(1, int(math.ceil(3 * float(sigma_px.max()))))
     offs = torch.arange(-radius, radius + 1, device=x_px.device)
     xi = torch.round(x_px)[:, None, None] + offs[None, None, :]
     yi = torch.round(y_px)[:, None, None] + offs[None, :, None]
-    g = torch.exp(-0.5 * ((xi - x_px[:, None, None]) ** 2 + (yi - y_px[:, None, None]) ** 2) / sigma_px**2)
+    d2 = (xi - x_px[:, None, None]) ** 2 + (yi - y_px[:, None, None]) ** 2
+    g = torch.exp(-0.5 * d2 / sigma_px[:, None, None] ** 2)
     g = g * (weight / g.sum(dim=(1, 2)))[:, None, None]  # each spot carries exactly its intensity
     inside = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
     flat = (b_idx[:, None, None] * size * size + yi * size + xi).long()
@@ -43,15 +44,15 @@ def _splat(images_flat, b_idx, x_px, y_px, weight, sigma_px, size):
 
 
 def render_patterns(offsets: torch.Tensor, xy_invA: torch.Tensor, intensity: torch.Tensor, detector: Detector,
-                    rotation_deg=None, center_shift_px=None, reciprocal_px_invA=None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    rotation_deg=None, center_shift_px=None, reciprocal_px_invA=None, spot_sigma_px=None,
+                    background=None, dose_e=None, generator: torch.Generator | None = None) -> torch.Tensor:
     """CSR spots → (B, H, W) float32 images.
 
-    ``offsets`` (B+1,), ``xy_invA`` (N, 2), ``intensity`` (N,). The optional per-pattern
-    ``rotation_deg`` (B,), ``center_shift_px`` (B, 2) and ``reciprocal_px_invA`` (B,) override the
-    detector's values (for augmentation). Spot intensities are scaled so each pattern's strongest
-    spot is 1 (before ``intensity_power``). With ``detector.dose_e`` the image is drawn as Poisson
-    counts with that many electrons in expectation; otherwise it is returned noise-free.
+    ``offsets`` (B+1,), ``xy_invA`` (N, 2), ``intensity`` (N,). The optional per-pattern values
+    ``rotation_deg`` (B,), ``center_shift_px`` (B, 2), ``reciprocal_px_invA`` (B,), ``spot_sigma_px`` (B,),
+    ``background`` (B,) and ``dose_e`` (B,) override the detector's (for augmentation). Spot
+    intensities are scaled so each pattern's strongest spot is 1 (before ``intensity_power``). With a
+    dose the image is drawn as Poisson counts with that many electrons in expectation.
     """
     n_patterns, size = len(offsets) - 1, int(detector.image_size_px)
     device, dtype = xy_invA.device, torch.float32
@@ -59,12 +60,16 @@ def render_patterns(offsets: torch.Tensor, xy_invA: torch.Tensor, intensity: tor
         raise RenderError("no patterns to render")
     if len(xy_invA) != int(offsets[-1]) or len(intensity) != len(xy_invA):
         raise RenderError(f"spot arrays do not match offsets ({len(xy_invA)} spots, offsets end at {int(offsets[-1])})")
-    rot = torch.deg2rad(_per_pattern(detector.rotation_deg if rotation_deg is None else rotation_deg, n_patterns, device, dtype))
+
+    def per(value, default):
+        return _per_pattern(default if value is None else value, n_patterns, device, dtype)
+
+    rot = torch.deg2rad(per(rotation_deg, detector.rotation_deg))
     shift = torch.as_tensor(detector.center_shift_px if center_shift_px is None else center_shift_px, device=device, dtype=dtype)
     shift = shift.expand(n_patterns, 2) if shift.ndim == 1 else shift.reshape(n_patterns, 2)
-    scale = _per_pattern(detector.reciprocal_px_invA if reciprocal_px_invA is None else reciprocal_px_invA, n_patterns, device, dtype)
-    if (scale <= 0).any():
-        raise RenderError("reciprocal pixel size must be positive")
+    scale, sigma = per(reciprocal_px_invA, detector.reciprocal_px_invA), per(spot_sigma_px, detector.spot_sigma_px)
+    if (scale <= 0).any() or (sigma <= 0).any():
+        raise RenderError("reciprocal pixel size and spot width must be positive")
     counts = offsets[1:] - offsets[:-1]
     b_idx = torch.repeat_interleave(torch.arange(n_patterns, device=device), counts)
     centre = (size - 1) / 2 + shift  # (B, 2) direct-beam position (x, y) in px
@@ -76,30 +81,35 @@ def render_patterns(offsets: torch.Tensor, xy_invA: torch.Tensor, intensity: tor
     x_px = (c * gx - s * gy) / scale[b_idx] + centre[b_idx, 0]
     y_px = (s * gx + c * gy) / scale[b_idx] + centre[b_idx, 1]
     images = torch.zeros(n_patterns * size * size, device=device, dtype=dtype)
-    _splat(images, b_idx, x_px, y_px, rel, detector.spot_sigma_px, size)
+    _splat(images, b_idx, x_px, y_px, rel, sigma[b_idx], size)
     if detector.direct_beam > 0:
         every = torch.arange(n_patterns, device=device)
         _splat(images, every, centre[:, 0], centre[:, 1], torch.full((n_patterns,), detector.direct_beam, device=device, dtype=dtype),
-               detector.spot_sigma_px, size)
+               sigma, size)
     images = images.reshape(n_patterns, size, size)
-    return _finish(images, detector, centre, generator)
+    background = per(background, detector.background)
+    dose = None if dose_e is None and detector.dose_e is None else per(dose_e, detector.dose_e)
+    return _finish(images, detector, centre, sigma, background, dose, generator)
 
 
-def _finish(images: torch.Tensor, detector: Detector, centre: torch.Tensor, generator) -> torch.Tensor:
-    """Point-spread, diffuse background, beam stop and shot noise."""
+def _finish(images: torch.Tensor, detector: Detector, centre: torch.Tensor, sigma: torch.Tensor,
+            background: torch.Tensor, dose: torch.Tensor | None, generator) -> torch.Tensor:
+    """Diffuse background, point-spread, beam stop and shot noise (per-pattern background and dose)."""
     size = images.shape[-1]
     coords = torch.arange(size, device=images.device, dtype=images.dtype)
     r = torch.sqrt((coords[None, None, :] - centre[:, 0, None, None]) ** 2 + (coords[None, :, None] - centre[:, 1, None, None]) ** 2)
-    peak_value = 1.0 / (2 * math.pi * detector.spot_sigma_px**2)  # height of a relative-intensity-1 spot
-    if detector.background > 0:
-        images = images + detector.background * peak_value * torch.exp(-r / detector.background_decay_px)
+    if (background > 0).any():
+        peak_value = 1.0 / (2 * math.pi * sigma**2)  # height of a relative-intensity-1 spot
+        images = images + (background * peak_value)[:, None, None] * torch.exp(-r / detector.background_decay_px)
     if detector.psf_sigma_px > 0:
         images = _blur(images, detector.psf_sigma_px)
     if detector.beam_stop_radius_px > 0:
         images = images * (r > detector.beam_stop_radius_px)
-    if detector.dose_e is not None:
+    if dose is not None:
+        if (dose <= 0).any():
+            raise RenderError("dose must be a positive number of electrons per pattern")
         total = images.sum(dim=(1, 2), keepdim=True).clamp(min=1e-30)
-        images = torch.poisson(images * (detector.dose_e / total), generator=generator)
+        images = torch.poisson(images * (dose[:, None, None] / total), generator=generator)
     return images
 
 

@@ -1,0 +1,1 @@
+"""Tasks: labels, losses, metrics and prediction post-processing, one module per task."""

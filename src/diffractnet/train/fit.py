@@ -1,0 +1,112 @@
+"""``train(config)``: Lightning fit with checkpoints, resume after a kill, early stopping and export.
+
+Output folder: ``checkpoints/`` (Lightning, ``last.ckpt`` for resume), ``logs/version_0/metrics.csv``,
+``model.safetensors`` (best weights + metadata, what ``evaluate``/``predict`` load) and
+``train_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from diffractnet.errors import DataError
+from diffractnet.train.config import TrainConfig
+
+
+def _callbacks(config: TrainConfig, has_val: bool, progress: bool) -> list:
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+
+    monitor = "val_loss" if has_val else "train_loss_epoch"
+    if has_val and config.early_stopping is not None:
+        monitor = config.early_stopping.monitor
+    mode = "max" if monitor.endswith("acc") else "min"
+    callbacks = [ModelCheckpoint(dirpath=config.output_dir / "checkpoints", filename="best-{epoch:03d}",
+                                 monitor=monitor, mode=mode, save_top_k=1, save_last=True),
+                 LearningRateMonitor(logging_interval="epoch")]
+    if config.early_stopping is not None:
+        es = config.early_stopping
+        callbacks.append(EarlyStopping(monitor=monitor, patience=es.patience, min_delta=es.min_delta, mode=mode))
+    if progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    return callbacks
+
+
+def _resume_path(config: TrainConfig) -> Path | None:
+    """``last.ckpt`` if it loads without unpickling code; a damaged one is set aside, not trusted."""
+    last = config.output_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    try:
+        torch.load(last, map_location="cpu", weights_only=True)
+    except Exception:
+        last.rename(last.with_suffix(".ckpt.damaged"))
+        print(f"warning: {last} was damaged (a kill during saving?); training restarts from scratch")
+        return None
+    return last
+
+
+def train(config: TrainConfig, progress: bool = True) -> Path:
+    """Fit ``config``; re-running the same config resumes from the last checkpoint. Returns the model file."""
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from diffractnet.data.generate import load_card
+    from diffractnet.train.datamodule import PatternDataModule
+    from diffractnet.train.labels import build_label_map
+    from diffractnet.train.module import ClassifierModule
+
+    if config.trainer.threads:
+        torch.set_num_threads(config.trainer.threads)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    card = load_card(config.dataset)
+    label_map = build_label_map(config, card)
+    has_val = card["counts"]["val"]["patterns"] > 0
+    module = ClassifierModule(config.model.name, len(label_map.class_labels), config.image.size_px,
+                              config.model.kwargs, config.model.pretrained, config.optimizer.model_dump(),
+                              config.scheduler.model_dump(), config.trainer.max_epochs)
+    t = config.trainer
+    trainer = L.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+                        strategy=t.strategy, precision=t.precision, callbacks=_callbacks(config, has_val, progress),
+                        logger=CSVLogger(config.output_dir, name="logs", version=0), use_distributed_sampler=False,
+                        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=5,
+                        default_root_dir=config.output_dir, num_sanity_val_steps=0)
+    started = time.perf_counter()
+    datamodule = PatternDataModule(config, label_map, label_map.targets)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(config), weights_only=True)
+    model_path = config.output_dir / "model.safetensors"
+    if trainer.global_rank == 0:
+        _export(config, trainer, module, label_map, card, time.perf_counter() - started, model_path)
+    return model_path
+
+
+def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds: float, path: Path) -> None:
+    """Best weights → ``model.safetensors`` with everything prediction needs; a JSON summary beside it."""
+    from diffractnet.models.checkpoint import save_model
+
+    ckpt = trainer.checkpoint_callback
+    best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+    if best:
+        try:
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        except Exception as exc:
+            raise DataError(f"best checkpoint '{best}' cannot be read ({str(exc).splitlines()[0][:120]})") from None
+        module.load_state_dict(state)
+    metadata = {"arch": config.model.name, "task": "spacegroup", "in_chans": 1,
+                "num_outputs": len(label_map.class_labels), "image_size": config.image.size_px,
+                "model_kwargs": config.model.kwargs, **label_map.metadata(),
+                "image": config.image.model_dump(), "dataset": card["name"], "dataset_hash": card["config_hash"],
+                "seed": config.seed}
+    save_model(path, module.model.cpu(), metadata)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    summary = {"model": str(path), "best_checkpoint": best, "best_score": float(ckpt.best_model_score)
+               if ckpt is not None and ckpt.best_model_score is not None else None,
+               "epochs_completed": trainer.current_epoch, "fit_seconds_this_run": round(seconds, 1),
+               "final_metrics": metrics, "config": json.loads(config.model_dump_json())}
+    tmp = config.output_dir / f".train_summary.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, config.output_dir / "train_summary.json")

@@ -1,0 +1,61 @@
+"""The LightningModule: a zoo model, cross-entropy, accuracy, the configured optimizer and schedule."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from diffractnet.models.registry import create_model
+
+
+class ClassifierModule(L.LightningModule):
+    """Wraps ``create_model(arch, ...)``; hyper-parameters are plain values so checkpoints load with
+    ``weights_only=True``."""
+
+    def __init__(self, arch: str, num_classes: int, image_size: int, model_kwargs: dict | None = None,
+                 pretrained: str | None = None, optimizer: dict | None = None, scheduler: dict | None = None,
+                 max_epochs: int = 10, task: str = "spacegroup") -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_model(arch, task, 1, num_classes, pretrained, image_size, **(model_kwargs or {}))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        acc = (logits.argmax(-1) == labels).float().mean()
+        on_step = stage == "train"
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
+        self.log(f"{stage}_acc", acc, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        opt = dict(self.hparams.optimizer or {"name": "adam", "lr": 1e-3, "weight_decay": 0.0})
+        params = self.model.parameters()
+        if opt["name"] == "sgd":
+            optimizer = torch.optim.SGD(params, lr=opt["lr"], momentum=opt.get("momentum", 0.9),
+                                        weight_decay=opt.get("weight_decay", 0.0), nesterov=True)
+        elif opt["name"] == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0))
+        else:
+            optimizer = torch.optim.Adam(params, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0))
+        sched = dict(self.hparams.scheduler or {"name": "none"})
+        if sched["name"] == "none":
+            return optimizer
+        if sched["name"] == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, sched["step_size"], sched["gamma"])
+        elif sched["name"] == "exponential":
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, sched["gamma"])
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.hparams.max_epochs))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
