@@ -80,6 +80,59 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from diffractnet.tasks.spacegroup_report import evaluate
+
+    summary = evaluate(args.model, args.dataset, Path(args.out), split=args.split, coverage=args.coverage)
+    ws, fz = summary["within_set"], summary["fused3"]
+    print(f"{summary['split']} materials: {', '.join(summary['test_materials'])}")
+    print(f"single-pattern top-1 {summary['single_top1']:.3f} | within ambiguity set {ws['within_set']:.3f} | "
+          f"3-pattern fused top-1 {fz['fused_top1']:.3f} (seed 003 mean {fz['ensemble_mean_top1']:.3f}) | "
+          f"ECE {summary['ece']:.3f}")
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from diffractnet.models import load_model
+    from diffractnet.tasks.spacegroup_predict import images_for_model, predict_patterns
+
+    model, meta = load_model(args.model, task="spacegroup")
+    result = predict_patterns(model, meta, images_for_model(args.images, meta, args.px), coverage=args.coverage)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    for path, row in zip(args.images, result["per_pattern"]):
+        top = ", ".join(f"{sg}: {p:.2f}" for sg, p in row["top"])
+        print(f"{path}: {top} | cannot tell apart: {row['set']}")
+    fused = result["fused"]
+    print(f"fused ({len(args.images)} pattern(s)): " + ", ".join(f"{sg}: {p:.3f}" for sg, p in fused["top"]))
+    print(f"answer: space group {fused['top'][0][0]}; indistinguishable set {fused['set']}; "
+          f"crystal system {max(fused['coarse']['crystal_system'], key=fused['coarse']['crystal_system'].get)}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from diffractnet.analysis.gradcam import gradcam_heatmaps, save_overlay
+    from diffractnet.models import load_model
+    from diffractnet.tasks.spacegroup_predict import images_for_model
+
+    model, meta = load_model(args.model, task="spacegroup")
+    images = images_for_model([args.image], meta, args.px)
+    heat = gradcam_heatmaps(model, images, None if args.target is None else [_column(meta, args.target)])
+    out = save_overlay(images[0, 0].numpy(), heat[0], Path(args.out), title=f"Grad-CAM: {Path(args.image).name}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _column(meta: dict, space_group: int) -> int:
+    if meta.get("label_scheme", "space_group") != "space_group":
+        raise DiffractNetError("--target needs a model trained on space-group labels")
+    if space_group not in meta["class_labels"]:
+        raise DiffractNetError(f"space group {space_group} is not one of the model's classes {meta['class_labels']}")
+    return meta["class_labels"].index(space_group)
+
+
 def _pattern(args: argparse.Namespace) -> int:
     from diffractnet.demo import save_pattern_png
 
@@ -121,6 +174,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="override the config's output_dir")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on a dataset split of unseen materials (HTML report)")
+    p.add_argument("model", help="model.safetensors written by `diffractnet train`")
+    p.add_argument("dataset", help="dataset folder (with card.json)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", default="runs/evaluate")
+    p.add_argument("--coverage", type=float, default=0.9, help="probability the indistinguishable set must reach")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="space group of one crystal from one or several pattern images")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+", help="PNG/TIFF/JPEG/.npy patterns of the same crystal")
+    p.add_argument("--px", type=float, default=None, help="reciprocal pixel size of the images [1/Å per px]")
+    p.add_argument("--coverage", type=float, default=0.9)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("explain", help="Grad-CAM overlay of what the model looked at")
+    p.add_argument("model")
+    p.add_argument("image")
+    p.add_argument("--target", type=int, default=None, help="space group to explain (default: the top one)")
+    p.add_argument("--px", type=float, default=None, help="reciprocal pixel size of the image [1/Å per px]")
+    p.add_argument("--out", default="gradcam.png")
+    p.set_defaults(func=_explain)
 
     p = sub.add_parser("pattern", help="render one zone-axis pattern of a built-in material to PNG")
     p.add_argument("material")

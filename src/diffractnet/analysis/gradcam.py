@@ -75,10 +75,12 @@ def gradcam_heatmaps(model: nn.Module, images: torch.Tensor, target_classes: Seq
         ``(B, H, W)`` float32 heatmaps, each rescaled by pytorch_grad_cam to [0, 1] (0 everywhere when
         no region supports the class), upsampled to the input size.
     """
-    from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     images = _check_images(images)
+    if int(batch_size) < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    step = int(batch_size)
     candidates, n_outputs = _probe(model, images)
     target = _choose_layer(model, candidates, layer)
     classes = _check_targets(target_classes, len(images), n_outputs)
@@ -86,13 +88,12 @@ def gradcam_heatmaps(model: nn.Module, images: torch.Tensor, target_classes: Seq
     params = list(model.parameters())
     saved_grads = [p.grad for p in params]  # GradCAM zeroes and refills them; give the caller theirs back
     maps = []
-    with _eval_mode(model), torch.enable_grad():
-        cam = GradCAM(model=model, target_layers=[target.module], reshape_transform=reshape)
+    with _eval_mode(model), _autograd_on():
+        cam = _scale_free_gradcam()(model=model, target_layers=[target.module], reshape_transform=reshape)
         try:
-            for start in range(0, len(images), max(1, int(batch_size))):
-                chunk = images[start:start + batch_size].detach().clone().requires_grad_(True)
-                targets = None if classes is None else [ClassifierOutputTarget(c) for c in
-                                                        classes[start:start + batch_size]]
+            for start in range(0, len(images), step):
+                chunk = images[start:start + step].detach().clone().requires_grad_(True)
+                targets = None if classes is None else [ClassifierOutputTarget(c) for c in classes[start:start + step]]
                 maps.append(cam(input_tensor=chunk, targets=targets))
         finally:
             cam.activations_and_grads.release()
@@ -128,11 +129,30 @@ def save_overlay(image: np.ndarray, heatmap: np.ndarray, path: str | Path, title
     ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     low, high = (0.0, 1.0) if heatmap.min() >= 0 and heatmap.max() <= 1 else (heatmap.min(), heatmap.max())
     overlay = ax.imshow(heatmap, cmap="jet", alpha=alpha, vmin=low, vmax=high, interpolation="bilinear")
-    fig.colorbar(overlay, ax=ax, label="Grad-CAM importance")
+    colour_bar = fig.colorbar(overlay, ax=ax, label="Grad-CAM importance")
+    colour_bar.solids.set_alpha(1.0)  # an opaque scale, though the overlay itself is translucent
     ax.set_axis_off()
     if title:
         ax.set_title(title)
     return save_figure_atomic(fig, path)
+
+
+def _scale_free_gradcam() -> type:
+    """``GradCAM`` whose raw maps are divided by their peak before pytorch_grad_cam rescales them.
+
+    pytorch_grad_cam min-max scales each map as ``(cam - min) / (max + 1e-7)``: an absolute epsilon, so
+    a model with small activations (random weights, heavy normalisation) gets maps squashed towards 0.
+    Dividing each raw map by its largest magnitude first changes nothing else.
+    """
+    from pytorch_grad_cam import GradCAM
+
+    class ScaleFreeGradCAM(GradCAM):
+        def get_cam_image(self, *args, **kwargs) -> np.ndarray:
+            cam = super().get_cam_image(*args, **kwargs)  # (B, h, w) weighted activation sums
+            peak = np.abs(cam).reshape(len(cam), -1).max(axis=1)
+            return cam / np.where(peak > 0, peak, 1.0)[:, None, None]
+
+    return ScaleFreeGradCAM
 
 
 def _probe(model: nn.Module, images: torch.Tensor) -> tuple[list[TargetLayer], int]:
@@ -151,7 +171,7 @@ def _probe(model: nn.Module, images: torch.Tensor) -> tuple[list[TargetLayer], i
 
     handles = [module.register_forward_hook(record) for module in names]
     try:
-        with _eval_mode(model), torch.enable_grad():
+        with _eval_mode(model), _autograd_on():
             logits = model(images[:1].detach().clone().requires_grad_(True))
             if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
                 raise DiffractNetError(f"Grad-CAM needs a classifier returning (B, n_classes) logits; "
@@ -219,6 +239,13 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in states.items():
             module.training = training
+
+
+@contextmanager
+def _autograd_on() -> Iterator[None]:
+    """Gradients on, even inside a caller's ``torch.no_grad()`` or ``torch.inference_mode()``."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def _as_2d(array: np.ndarray, what: str) -> np.ndarray:

@@ -18,6 +18,7 @@ from diffractnet.errors import DataError
 
 MAX_ANNOTATED_CLASSES = 25
 MAX_ANNOTATED_BARS = 40
+LEGEND_ROWS = 16
 
 
 def plot_confusion(metrics: dict, path: str | Path, normalize: bool = True) -> Path:
@@ -37,7 +38,8 @@ def plot_confusion(metrics: dict, path: str | Path, normalize: bool = True) -> P
     side = float(np.clip(0.35 * len(labels) + 2.5, 4.0, 14.0))
     fig = new_figure(side + 1.2, side)
     ax = fig.add_subplot()
-    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(counts.max(), 1))
+    vmax = 1.0 if normalize else max(float(counts.max()), 1.0)
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=vmax)
     fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of true class" if normalize else "count")
     ticks = np.arange(len(labels))
     step = max(1, len(labels) // 40)  # at most ~40 tick labels
@@ -50,7 +52,7 @@ def plot_confusion(metrics: dict, path: str | Path, normalize: bool = True) -> P
         for (i, j), count in np.ndenumerate(counts):
             if count:
                 ax.text(j, i, f"{int(count)}", ha="center", va="center", fontsize=8,
-                        color="white" if shown[i, j] > 0.6 * (shown.max() or 1) else "black")
+                        color="white" if shown[i, j] > 0.55 * vmax else "black")
     return save_figure_atomic(fig, path)
 
 
@@ -68,7 +70,7 @@ def plot_per_material(metrics: dict, path: str | Path, class_name: str = "space 
     colour_of = dict(zip(classes, _class_colours(len(classes))))
     accuracy_pct = [100.0 * r["accuracy"] for r in rows]
 
-    fig = new_figure(float(np.clip(0.35 * len(rows) + 2.5, 5.0, 20.0)), 4.5)
+    fig = new_figure(float(np.clip(0.3 * len(rows) + 3.5, 6.0, 24.0)), 5.0)
     ax = fig.add_subplot()
     x = np.arange(len(rows))
     ax.bar(x, accuracy_pct, color=[colour_of[r["true_label"]] for r in rows], edgecolor="black", linewidth=0.5)
@@ -81,7 +83,9 @@ def plot_per_material(metrics: dict, path: str | Path, class_name: str = "space 
     handles = [Patch(facecolor=colour_of[c], edgecolor="black", label=f"{class_name} {c}") for c in classes]
     chance = ax.axhline(100.0 / n_classes, color="black", linestyle="--", linewidth=1,
                         label=f"chance (1/{n_classes})")
-    ax.legend(handles=[*handles, chance], fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    n_legend_cols = -(-(len(handles) + 1) // LEGEND_ROWS)  # ceil: columns of at most LEGEND_ROWS entries
+    ax.legend(handles=[*handles, chance], fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              ncols=n_legend_cols)
     ax.set_ylim(0, 105)
     ax.set_ylabel("accuracy [%]")
     ax.set_xlabel("material")

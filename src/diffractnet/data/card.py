@@ -33,6 +33,7 @@ def write_card(config, crystals: list[Crystal], splits: dict[str, str], units: l
     materials = []
     for material_id, crystal in enumerate(crystals):
         materials.append({"material_id": material_id, "name": crystal.name, "formula": crystal.formula,
+                          "lattice_abc_A": list(crystal.lattice_abc_A), "lattice_angles_deg": list(crystal.lattice_angles_deg),
                           **labels_of(crystal.space_group_number), "split": splits[crystal.name],
                           "source": crystal.source, "n_patterns": patterns_per_material[crystal.name]})
     counts: dict[str, dict] = {}

@@ -12,7 +12,7 @@ class SmallCNN(nn.Module):
     ``in_chans`` input channels; ``num_classes`` outputs; ``kernel_size`` of every conv (odd).
     """
 
-    def __init__(self, in_chans: int = 1, num_classes: int = 10, width: int = 32, kernel_size: int = 3,
+    def __init__(self, in_chans: int = 1, num_classes: int = 10, width: int = 16, kernel_size: int = 3,
                  dropout: float = 0.2) -> None:
         super().__init__()
         pad = kernel_size // 2

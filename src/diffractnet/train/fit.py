@@ -66,7 +66,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     card = load_card(config.dataset)
     label_map = build_label_map(config, card)
     has_val = card["counts"]["val"]["patterns"] > 0
-    module = ClassifierModule(config.model.name, len(label_map.class_labels), config.image.size_px,
+    module = ClassifierModule(config.model.name, label_map.num_outputs, config.image.size_px,
                               config.model.kwargs, config.model.pretrained, config.optimizer.model_dump(),
                               config.scheduler.model_dump(), config.trainer.max_epochs)
     t = config.trainer
@@ -87,6 +87,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
 def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds: float, path: Path) -> None:
     """Best weights → ``model.safetensors`` with everything prediction needs; a JSON summary beside it."""
     from diffractnet.models.checkpoint import save_model
+    from diffractnet.tasks.spacegroup_eval import train_prior
 
     ckpt = trainer.checkpoint_callback
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
@@ -97,9 +98,10 @@ def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds
             raise DataError(f"best checkpoint '{best}' cannot be read ({str(exc).splitlines()[0][:120]})") from None
         module.load_state_dict(state)
     metadata = {"arch": config.model.name, "task": "spacegroup", "in_chans": 1,
-                "num_outputs": len(label_map.class_labels), "image_size": config.image.size_px,
+                "num_outputs": label_map.num_outputs, "image_size": config.image.size_px,
                 "model_kwargs": config.model.kwargs, **label_map.metadata(),
                 "image": config.image.model_dump(), "dataset": card["name"], "dataset_hash": card["config_hash"],
+                "class_prior": train_prior(card, label_map.class_labels).tolist(),
                 "seed": config.seed}
     save_model(path, module.model.cpu(), metadata)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

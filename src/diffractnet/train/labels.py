@@ -27,6 +27,10 @@ class SpaceGroupLabelMap:
             raise DataError(f"space groups {sorted(set(sg[out < 0].tolist()))} are not among the classes {self.class_labels}")
         return out
 
+    @property
+    def num_outputs(self) -> int:
+        return len(self.class_labels)
+
     def metadata(self) -> dict:
         return {"label_scheme": "space_group", "class_labels": self.class_labels}
 

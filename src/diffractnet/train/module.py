@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from diffractnet.models.registry import create_model
 
+IGNORE = -100
+
 
 class ClassifierModule(L.LightningModule):
     """Wraps ``create_model(arch, ...)``; hyper-parameters are plain values so checkpoints load with
@@ -26,8 +28,9 @@ class ClassifierModule(L.LightningModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits.float(), labels)
-        acc = (logits.argmax(-1) == labels).float().mean()
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE)  # IGNORE: pattern without a class
+        known = labels != IGNORE
+        acc = (logits.argmax(-1)[known] == labels[known]).float().mean() if known.any() else torch.zeros(())
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
         self.log(f"{stage}_acc", acc, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)

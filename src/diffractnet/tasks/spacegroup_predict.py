@@ -1,0 +1,48 @@
+"""``predict``: space-group probabilities of one or several patterns of one unknown crystal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffractnet.index.fusion import fuse_posteriors, prediction_set
+from diffractnet.io.patterns import load_pattern_image, prepare_for_model
+from diffractnet.tasks.spacegroup import coarse_probabilities
+from diffractnet.train.appearance import space_group_probabilities
+
+
+def images_for_model(paths: list[str | Path], meta: dict, image_px_invA: float | None = None) -> torch.Tensor:
+    """Load and prepare pattern files → (N, 1, S, S) model inputs (``DataError`` on a bad file)."""
+    im = meta["image"]
+    return torch.stack([prepare_for_model(load_pattern_image(p), im["size_px"], im["intensity_power"],
+                                          image_px_invA, im["reciprocal_px_invA"]) for p in paths])
+
+
+@torch.no_grad()
+def predict_patterns(model: torch.nn.Module, meta: dict, images: torch.Tensor, coverage: float = 0.9,
+                     top: int = 5) -> dict:
+    """Per-pattern probabilities, indistinguishable sets and a fused answer for one crystal.
+
+    Returns {'class_labels', 'per_pattern': [{'top': [(sg, p)], 'set': [sg...]}], 'fused': {...}}.
+    """
+    model.eval()
+    probs = space_group_probabilities(torch.softmax(model(images).float(), -1).numpy(), meta)
+    labels = np.array(meta["class_labels"])
+    prior = np.asarray(meta.get("class_prior") or np.full(len(labels), 1 / len(labels)))
+    fused = fuse_posteriors(probs, prior)
+    sets = prediction_set(np.vstack([probs, fused[None]]), coverage)
+    per_pattern = [{"top": _top(p, labels, top), "set": sorted(labels[s].tolist()), "probabilities": p.tolist()}
+                   for p, s in zip(probs, sets[:-1])]
+    coarse = {level: dict(zip(c["names"].tolist(), c["probs"][0].round(4).tolist()))
+              for level in ("crystal_system", "laue_class", "bravais_lattice")
+              for c in [coarse_probabilities(fused[None], tuple(labels.tolist()), level)]}
+    return {"class_labels": labels.tolist(), "per_pattern": per_pattern,
+            "fused": {"top": _top(fused, labels, top), "set": sorted(labels[sets[-1]].tolist()),
+                      "probabilities": fused.tolist(), "coarse": coarse}, "coverage": coverage}
+
+
+def _top(p: np.ndarray, labels: np.ndarray, n: int) -> list[tuple[int, float]]:
+    order = np.argsort(-p)[:n]
+    return [(int(labels[i]), round(float(p[i]), 4)) for i in order]
