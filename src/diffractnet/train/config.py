@@ -82,6 +82,7 @@ class TrainerSpec(_Strict):
     num_nodes: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
     threads: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
 
 
 class TrainConfig(_Strict):

@@ -70,7 +70,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                               config.model.kwargs, config.model.pretrained, config.optimizer.model_dump(),
                               config.scheduler.model_dump(), config.trainer.max_epochs)
     t = config.trainer
-    trainer = L.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+    trainer = L.Trainer(max_epochs=t.max_epochs, max_time=None if t.max_minutes is None else {"minutes": t.max_minutes},
+                        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
                         strategy=t.strategy, precision=t.precision, callbacks=_callbacks(config, has_val, progress),
                         logger=CSVLogger(config.output_dir, name="logs", version=0), use_distributed_sampler=False,
                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=5,

@@ -1,0 +1,187 @@
+"""Training end to end on tiny data: fit, schedules, early stopping, resume after a kill, DDP on
+2 CPU processes, mixed precision, then evaluate / predict / explain and their bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from diffractnet.cli import main
+from diffractnet.data.config import parse_config
+from diffractnet.data.generate import generate_dataset
+from diffractnet.errors import ConfigError
+from diffractnet.train import train
+from diffractnet.train.config import parse_train_config
+
+DATA = {
+    "name": "train-tiny", "seed": 3, "shard_patterns": 64,
+    "materials": {"library": ["Al", "Cu", "Ni", "Ag", "Fe", "W", "Mo", "Cr"]},
+    "orientations": {"zone_axes": "standard", "max_index": 2, "per_zone_axis": 3, "tilt_deg": 0.5},
+    "split": {"train": 0.5, "val": 0.25, "test": 0.25},
+}
+
+
+def _train_raw(dataset: Path, out: Path, **changes) -> dict:
+    raw = {"dataset": str(dataset), "output_dir": str(out), "seed": 0,
+           "model": {"name": "small_cnn", "kwargs": {"width": 4}}, "image": {"size_px": 32, "reciprocal_px_invA": 0.08},
+           "optimizer": {"name": "adam", "lr": 0.003},
+           "trainer": {"max_epochs": 2, "batch_size": 16, "num_workers": 0, "train_patterns_per_epoch": 48}}
+    for key, value in changes.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return raw
+
+
+def _metrics(out: Path) -> list[dict]:
+    with open(out / "logs" / "version_0" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train") / "data"
+    generate_dataset(parse_config({**DATA, "output_dir": str(root)}), workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "run"
+    raw = _train_raw(dataset, out, scheduler={"name": "exponential", "gamma": 0.5}, trainer={"max_epochs": 3})
+    model = train(parse_train_config(raw), progress=False)
+    assert model.is_file()
+    return out
+
+
+def test_fit_writes_model_log_and_schedule(trained):
+    summary = json.loads((trained / "train_summary.json").read_text())
+    assert summary["epochs_completed"] == 3
+    lrs = [float(r["lr-Adam"]) for r in _metrics(trained) if r.get("lr-Adam")]
+    np.testing.assert_allclose(lrs[:3], [0.003, 0.0015, 0.00075], rtol=1e-6)  # exponential, gamma 0.5
+    assert any(r.get("val_loss") for r in _metrics(trained))
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_early_stopping_min_delta(dataset, tmp_path):
+    raw = _train_raw(dataset, tmp_path / "es", early_stopping={"monitor": "val_loss", "patience": 1, "min_delta": 100.0},
+                     trainer={"max_epochs": 10}, scheduler={"name": "step", "step_size": 1, "gamma": 0.9})
+    train(parse_train_config(raw), progress=False)
+    summary = json.loads((tmp_path / "es" / "train_summary.json").read_text())
+    assert summary["epochs_completed"] == 2  # no improvement ≥ 100 after the first epoch: stop after patience 1
+
+
+def test_resume_after_kill(dataset, tmp_path):
+    out = tmp_path / "killed"
+    raw = _train_raw(dataset, out, trainer={"max_epochs": 4, "train_patterns_per_epoch": 96}, optimizer={"name": "sgd", "lr": 0.01},
+                     scheduler={"name": "cosine"})
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, "-m", "diffractnet.cli", "train", str(cfg), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not last.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.safetensors").exists(), "training finished before it could be killed"
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["epochs_completed"] == 4
+    epochs_with_val = [int(r["epoch"]) for r in _metrics(out) if r.get("val_loss")]
+    assert epochs_with_val == sorted(set(epochs_with_val))  # no epoch trained twice after the resume
+    assert epochs_with_val[-1] == 3
+
+
+def test_ddp_on_two_cpu_processes(dataset, tmp_path):
+    out = tmp_path / "ddp"
+    raw = _train_raw(dataset, out, trainer={"accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_epochs": 1})
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    result = subprocess.run([sys.executable, "-m", "diffractnet.cli", "train", str(cfg), "--quiet"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MEMBER: 2/2" in result.stderr + result.stdout
+    assert (out / "model.safetensors").is_file()
+
+
+def test_mixed_precision_bf16(dataset, tmp_path):
+    raw = _train_raw(dataset, tmp_path / "bf16", trainer={"precision": "bf16-mixed", "max_epochs": 1})
+    assert train(parse_train_config(raw), progress=False).is_file()
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"model": {"name": "alexnet"}}, "unknown model"),
+    ({"optimizer": {"name": "rmsprop"}}, "optimizer.name"),
+    ({"optimizer": {"lr": -1}}, "optimizer.lr"),
+    ({"trainer": {"precision": "8"}}, "trainer.precision"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_bad_train_configs(dataset, tmp_path, change, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_train_config(_train_raw(dataset, tmp_path / "x", **change))
+
+
+def test_evaluate_predict_explain_cli(trained, dataset, tmp_path, capsys):
+    model = str(trained / "model.safetensors")
+    assert main(["evaluate", model, str(dataset), "--out", str(tmp_path / "eval")]) == 0
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert "within" in report and "confusion.png" in report and (tmp_path / "eval" / "per_material.png").is_file()
+    summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert 0 <= summary["single_top1"] <= 1 and summary["fused3"]["n_draws"] > 0
+    from diffractnet.demo import render_zone_axis
+
+    paths = []
+    for zone in [(0, 0, 1), (0, 1, 1), (1, 1, 1)]:
+        image, _ = render_zone_axis("Cu", zone, image_size_px=48, reciprocal_px_invA=0.06)
+        paths.append(tmp_path / f"cu{''.join(map(str, zone))}.npy")
+        np.save(paths[-1], image)
+    capsys.readouterr()
+    assert main(["predict", model, *map(str, paths), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["per_pattern"]) == 3
+    assert abs(sum(result["fused"]["probabilities"]) - 1) < 1e-6
+    assert set(result["fused"]["coarse"]["crystal_system"]) == {"cubic"}
+    assert main(["explain", model, str(paths[1]), "--out", str(tmp_path / "gc.png")]) == 0
+    assert (tmp_path / "gc.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("array,match", [
+    (np.zeros((40, 40)), "blank"),
+    (np.full((40, 40), np.nan), "NaN"),
+    (np.zeros((2, 40, 40)), "shape"),
+    (np.ones((40, 40), dtype=bool), "dtype"),
+    (np.ones((8, 8)), "smaller"),
+])
+def test_predict_rejects_bad_images(trained, tmp_path, capsys, array, match):
+    path = tmp_path / "bad.npy"
+    np.save(path, array)
+    assert main(["predict", str(trained / "model.safetensors"), str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("diffractnet: error:") and match in err and "\n" not in err
+
+
+def test_predict_rejects_foreign_and_corrupt_checkpoints(trained, tmp_path, capsys):
+    from diffractnet.models import create_model, save_model
+
+    other = save_model(tmp_path / "orient.safetensors", create_model("small_cnn", "orientation", num_outputs=6, width=4),
+                       {"arch": "small_cnn", "task": "orientation", "in_chans": 1, "num_outputs": 6, "image_size": 32,
+                        "model_kwargs": {"width": 4}})
+    image = tmp_path / "x.npy"
+    np.save(image, np.random.default_rng(0).random((40, 40)))
+    assert main(["predict", str(other), str(image)]) == 2
+    assert "orientation model, not a spacegroup model" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes((trained / "model.safetensors").read_bytes()[:500])
+    assert main(["predict", str(corrupt), str(image)]) == 2
+    assert "corrupt.safetensors" in capsys.readouterr().err
