@@ -78,30 +78,51 @@ def write_gallery(path: Path) -> Path:
 
 
 def run_demo(out: Path, workers: int = 2) -> dict:
-    """Gallery + dataset + a sample of augmented training images, all under ``out``; returns a summary."""
+    """The whole story on the CPU: gallery → dataset → train a small CNN → evaluate on unseen
+    materials → ``out/report.html``. Returns the summary also written to ``out/summary.json``."""
+    from diffractnet.analysis.report import FigureRef, Section
     from diffractnet.data.config import parse_config
     from diffractnet.data.generate import generate_dataset
-
-    import yaml
+    from diffractnet.tasks.spacegroup_report import evaluate
+    from diffractnet.train import train
+    from diffractnet.train.config import parse_train_config
 
     out = Path(out)
     t0 = time.perf_counter()
     gallery = write_gallery(out / "gallery.png")
     print(f"gallery: {gallery}")
-    raw = yaml.safe_load(resources.files("diffractnet.configs").joinpath("demo_dataset.yaml").read_text())
+    raw = _embedded("demo_dataset.yaml")
     raw["output_dir"] = str(out / "dataset")
-    config = parse_config(raw, where="embedded demo config")
-    card_path = generate_dataset(config, workers=workers)
+    card_path = generate_dataset(parse_config(raw, where="embedded demo config"), workers=workers)
     card = json.loads(card_path.read_text())
     samples = write_training_samples(out / "dataset", out / "training_samples.png")
-    summary = {"gallery": str(gallery), "card": str(card_path), "training_samples": str(samples),
-               "materials": len(card["materials"]),
-               "patterns": {k: v["patterns"] for k, v in card["counts"].items()},
-               "materials_per_split": {k: v["materials"] for k, v in card["counts"].items()},
+    t_data = time.perf_counter() - t0
+    raw_train = _embedded("demo_train.yaml")
+    raw_train.update(dataset=str(out / "dataset"), output_dir=str(out / "train"))
+    print("training a small CNN (about 3 min on 2 cores) ...", flush=True)
+    model_path = train(parse_train_config(raw_train, where="embedded demo train config"), progress=True)
+    t_train = time.perf_counter() - t0 - t_data
+    data_section = Section("Data", paragraphs=[
+        f"{len(card['materials'])} built-in materials of space groups 213, 221, 225, 227, 229, split by material "
+        f"({card['counts']['train']['materials']} train, {card['counts']['val']['materials']} validation, "
+        f"{card['counts']['test']['materials']} test); kinematic spot patterns at the 13 symmetry-distinct zone "
+        f"axes, rendered on the fly with noise. Simulation {t_data:.0f} s, training {t_train:.0f} s."],
+        figures=[FigureRef("Zone-axis gallery", "gallery.png"), FigureRef("Training inputs", "training_samples.png")])
+    result = evaluate(model_path, out / "dataset", out, extra_sections=[data_section])
+    summary = {"report": str(out / "report.html"), "model": str(model_path), "card": str(card_path),
+               "gallery": str(gallery), "training_samples": str(samples),
+               "single_top1": result["single_top1"], "within_set": result["within_set"]["within_set"],
+               "fused3_top1": result["fused3"]["fused_top1"], "test_materials": result["test_materials"],
                "seconds": round(time.perf_counter() - t0, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     return summary
+
+
+def _embedded(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(resources.files("diffractnet.configs").joinpath(name).read_text())
 
 
 def write_training_samples(dataset: Path, path: Path, n: int = 16) -> Path:

@@ -34,9 +34,14 @@ def resolve_materials(spec: MaterialsSpec, seed: int) -> list[Crystal]:
     if spec.random:
         from diffractnet.structures.random_crystals import random_crystal
 
+        from diffractnet.errors import StructureError
+
         for sg in spec.random.space_groups:
             for k in range(spec.random.per_group):
-                crystals.append(random_crystal(sg, seed=seed * 1_000_003 + sg * 1_000 + k, elements=spec.random.elements))
+                try:
+                    crystals.append(random_crystal(sg, seed=seed * 1_000_003 + sg * 1_000 + k, elements=spec.random.elements))
+                except StructureError as exc:  # pyxtal keeps landing on a supergroup for a few F groups
+                    print(f"warning: skipped a random crystal: {exc}")
     if not crystals:
         raise ConfigError("materials: the config selects no crystal; give library, space_groups, cif_files, "
                           "aflow_prototypes or random")

@@ -15,7 +15,7 @@ DEFAULT_ELEMENTS = ("Li", "B", "C", "N", "O", "F", "Na", "Mg", "Al", "Si", "P", 
 
 
 def random_crystal(space_group: int, seed: int, elements: list[str] | None = None, max_species: int = 3,
-                   max_atoms: int = 48, attempts: int = 20) -> Crystal:
+                   max_atoms: int = 96, attempts: int = 60) -> Crystal:
     """A random crystal of ``space_group`` (1..230) whose atoms sit on that group's Wyckoff positions.
 
     The species (1..``max_species`` of ``elements``) and their counts (Wyckoff multiplicities, at
@@ -34,7 +34,8 @@ def random_crystal(space_group: int, seed: int, elements: list[str] | None = Non
     if not multiplicities:
         raise StructureError(f"space group {space_group} has no Wyckoff position with <= {max_atoms} atoms")
     for attempt in range(attempts):
-        n_species = int(rng.integers(1, min(max_species, len(pool)) + 1))
+        # two or more species on several orbits rarely add symmetry by accident (one does, often)
+        n_species = int(rng.integers(min(2, len(pool)), min(max_species, len(pool)) + 1))
         species = [str(x) for x in rng.choice(pool, size=n_species, replace=False)]
         counts = [int(rng.choice(multiplicities)) for _ in species]
         if sum(counts) > max_atoms:

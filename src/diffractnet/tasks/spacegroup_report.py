@@ -17,7 +17,7 @@ from diffractnet.tasks.spacegroup_eval import (
 
 
 def evaluate(model_path: str | Path, dataset: str | Path, out_dir: str | Path, split: str = "test",
-             coverage: float = 0.9, seed: int = 1234) -> dict:
+             coverage: float = 0.9, seed: int = 1234, extra_sections: list | None = None) -> dict:
     """Evaluate on the (unseen) materials of ``split``; returns the summary written to metrics.json."""
     from diffractnet.analysis import classification_metrics
     from diffractnet.analysis._atomic import write_text_atomic
@@ -44,11 +44,11 @@ def evaluate(model_path: str | Path, dataset: str | Path, out_dir: str | Path, s
         "metrics": metrics,
     }
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=1, default=float))
-    _write_report(out, summary, meta, metrics)
+    _write_report(out, summary, meta, metrics, extra_sections or [])
     return summary
 
 
-def _write_report(out: Path, summary: dict, meta: dict, metrics: dict) -> Path:
+def _write_report(out: Path, summary: dict, meta: dict, metrics: dict, extra_sections: list) -> Path:
     from diffractnet.analysis import plot_confusion, plot_per_material, plot_reliability
     from diffractnet.analysis.report import FigureRef, Section, Table, write_report
 
@@ -77,5 +77,6 @@ def _write_report(out: Path, summary: dict, meta: dict, metrics: dict) -> Path:
                 figures=[FigureRef("Confusion matrix (rows: true, columns: predicted)", "confusion.png")]),
         Section("Per material", figures=[FigureRef("Accuracy per unseen material (seed 002, Fig. 2 style)", "per_material.png")]),
         Section("Calibration", figures=[FigureRef("Reliability diagram", "reliability.png")]),
+        *extra_sections,
     ]
     return write_report(out, "Space-group identification on unseen materials", sections)
