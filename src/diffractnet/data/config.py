@@ -5,17 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from diffractnet.errors import ConfigError
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from diffractnet._config import StrictModel, read_yaml, validate
 
 
-class RandomCrystalsSpec(_Strict):
+class RandomCrystalsSpec(StrictModel):
     """``per_group`` pyxtal crystals for each space group in ``space_groups``."""
 
     space_groups: list[int]
@@ -31,7 +26,7 @@ class RandomCrystalsSpec(_Strict):
         return value
 
 
-class MaterialsSpec(_Strict):
+class MaterialsSpec(StrictModel):
     """Which crystals: built-in names, built-in space groups, CIF files, AFLOW prototypes, random ones."""
 
     library: list[str] | Literal["all"] | None = None
@@ -41,7 +36,7 @@ class MaterialsSpec(_Strict):
     random: RandomCrystalsSpec | None = None
 
 
-class OrientationSpec(_Strict):
+class OrientationSpec(StrictModel):
     """Orientations per material: zone axes (with random in-plane turn and tilt) and/or random ones.
 
     ``zone_axes`` 'standard' = every symmetry-distinct [uvw] with indices up to ``max_index``;
@@ -63,7 +58,7 @@ class OrientationSpec(_Strict):
         return self
 
 
-class PhysicsSpec(_Strict):
+class PhysicsSpec(StrictModel):
     """Microscope and specimen for the kinematic simulation."""
 
     voltage_kV: float = Field(200.0, gt=0)
@@ -73,7 +68,7 @@ class PhysicsSpec(_Strict):
     precession_angle_deg: float = Field(0.0, ge=0, lt=10)
 
 
-class SplitSpec(_Strict):
+class SplitSpec(StrictModel):
     """Fractions of materials (not patterns) per split, stratified by space group."""
 
     train: float = Field(0.7, ge=0, le=1)
@@ -88,7 +83,7 @@ class SplitSpec(_Strict):
         return self
 
 
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictModel):
     """A whole dataset: reproducible from this config and its ``seed``."""
 
     name: str = "dataset"
@@ -101,34 +96,14 @@ class DatasetConfig(_Strict):
     split: SplitSpec = SplitSpec()
 
 
-def _one_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "top level"
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"field '{where}': {err['msg']}{more}"
-
-
 def parse_config(data: dict, where: str = "config") -> DatasetConfig:
     """Validate a config dict; raises ``ConfigError`` with one line naming the field."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
-    try:
-        return DatasetConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{where}: {_one_line(exc)}") from None
+    return validate(DatasetConfig, data, where)
 
 
 def load_config(path: str | Path) -> DatasetConfig:
     """Read and validate a dataset YAML file; relative CIF paths are taken relative to the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file '{path}' is not valid YAML{line}") from None
-    config = parse_config(data, where=f"config file '{path}'")
+    config = parse_config(read_yaml(path, "config file"), where=f"config file '{path}'")
     cifs = [p if p.is_absolute() else path.parent / p for p in config.materials.cif_files]
     return config.model_copy(update={"materials": config.materials.model_copy(update={"cif_files": cifs})})

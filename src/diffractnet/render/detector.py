@@ -74,3 +74,11 @@ class Detector:
     def field_of_view_invA(self) -> float:
         """Largest |g| [Å⁻¹] that still falls on the detector (half the image side)."""
         return self.image_size_px * self.reciprocal_px_invA / 2
+
+
+def detector_from_image_spec(image: dict) -> Detector:
+    """The detector of a training ``image`` section (``size_px``, ``reciprocal_px_invA``, ...), as stored
+    in model metadata: the same rendering at training, evaluation and prediction."""
+    return Detector(image_size_px=image["size_px"], reciprocal_px_invA=image["reciprocal_px_invA"],
+                    spot_sigma_px=image["spot_sigma_px"], intensity_power=image["intensity_power"],
+                    direct_beam=image["direct_beam"], beam_stop_radius_px=image["beam_stop_radius_px"])

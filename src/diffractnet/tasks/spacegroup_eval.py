@@ -17,7 +17,7 @@ import torch
 from diffractnet.data.torch_dataset import Augment, SpotDataset
 from diffractnet.errors import DataError
 from diffractnet.index.fusion import ensemble_mean, fuse_posteriors, prediction_set
-from diffractnet.render.detector import Detector
+from diffractnet.render.detector import detector_from_image_spec
 from diffractnet.structures.ambiguity import zone_ambiguity
 from diffractnet.structures.crystal import lattice_matrix
 from diffractnet.train.appearance import space_group_probabilities
@@ -38,18 +38,11 @@ class Predictions:
     class_labels: list[int]
 
 
-def detector_from_metadata(meta: dict) -> Detector:
-    im = meta["image"]
-    return Detector(image_size_px=im["size_px"], reciprocal_px_invA=im["reciprocal_px_invA"],
-                    spot_sigma_px=im["spot_sigma_px"], intensity_power=im["intensity_power"],
-                    direct_beam=im["direct_beam"], beam_stop_radius_px=im["beam_stop_radius_px"])
-
-
 @torch.no_grad()
 def predict_split(model: torch.nn.Module, meta: dict, dataset: Path, split: str = "test",
                   augment: Augment | None = EVAL_AUGMENT, seed: int = 1234, batch_size: int = 256) -> Predictions:
     """Render every pattern of ``split`` (seeded noise) and predict space-group probabilities."""
-    ds = SpotDataset(dataset, split, detector_from_metadata(meta), augment,
+    ds = SpotDataset(dataset, split, detector_from_image_spec(meta["image"]), augment,
                      target=("space_group", "zone_axis", "material_id"), seed=seed)
     if len(ds) == 0:
         raise DataError(f"split '{split}' of '{dataset}' holds no patterns")

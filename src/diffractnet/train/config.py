@@ -5,24 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from diffractnet.data.config import _one_line
-from diffractnet.errors import ConfigError
+from diffractnet._config import StrictModel, read_yaml, validate
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     name: str = "small_cnn"
     pretrained: str | None = None
     kwargs: dict = {}
 
 
-class LabelSpec(_Strict):
+class LabelSpec(StrictModel):
     """``space_group``: one class per space group; ``appearance``: seed 003's 2D-lattice appearance
     classes (zone-axis patterns only), mapped back to space groups at prediction."""
 
@@ -30,7 +24,7 @@ class LabelSpec(_Strict):
     space_groups: list[int] | None = None
 
 
-class ImageSpec(_Strict):
+class ImageSpec(StrictModel):
     """Detector used to render training images (see ``diffractnet.render.Detector``)."""
 
     size_px: int = Field(64, ge=16, le=1024)
@@ -41,7 +35,7 @@ class ImageSpec(_Strict):
     beam_stop_radius_px: float = Field(0.0, ge=0)
 
 
-class AugmentSpec(_Strict):
+class AugmentSpec(StrictModel):
     rotation_deg: tuple[float, float] = (0.0, 360.0)
     center_shift_px: float = Field(2.0, ge=0)
     scale: tuple[float, float] = (0.9, 1.1)
@@ -50,14 +44,14 @@ class AugmentSpec(_Strict):
     dose_e: tuple[float, float] | None = (3e3, 3e4)
 
 
-class OptimizerSpec(_Strict):
+class OptimizerSpec(StrictModel):
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
 
 
-class SchedulerSpec(_Strict):
+class SchedulerSpec(StrictModel):
     """``step`` (×gamma every step_size epochs), ``exponential`` (×gamma each epoch), ``cosine`` (to 0 over max_epochs)."""
 
     name: Literal["none", "step", "exponential", "cosine"] = "cosine"
@@ -65,13 +59,13 @@ class SchedulerSpec(_Strict):
     gamma: float = Field(0.5, gt=0, le=1)
 
 
-class EarlyStoppingSpec(_Strict):
+class EarlyStoppingSpec(StrictModel):
     monitor: Literal["val_loss", "val_acc"] = "val_loss"
     patience: int = Field(5, ge=1)
     min_delta: float = Field(0.0, ge=0)
 
 
-class TrainerSpec(_Strict):
+class TrainerSpec(StrictModel):
     max_epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(2, ge=0)
@@ -85,7 +79,7 @@ class TrainerSpec(_Strict):
     max_minutes: float | None = Field(None, gt=0)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     dataset: Path
     output_dir: Path = Path("runs/train")
     seed: int = 0
@@ -109,21 +103,9 @@ class TrainConfig(_Strict):
 
 def parse_train_config(data: dict, where: str = "train config") -> TrainConfig:
     """Validate a dict; ``ConfigError`` naming the field on failure."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{where}: {_one_line(exc)}") from None
+    return validate(TrainConfig, data, where)
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read a training YAML; relative ``dataset`` and ``output_dir`` stay relative to the working directory."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"train config '{path}' does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise ConfigError(f"train config '{path}' is not valid YAML") from None
-    return parse_train_config(data, where=f"train config '{path}'")
+    return parse_train_config(read_yaml(path, "train config"), where=f"train config '{path}'")

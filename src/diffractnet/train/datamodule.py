@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from diffractnet.data.torch_dataset import Augment, SpotDataset
-from diffractnet.render.detector import Detector
+from diffractnet.render.detector import Detector, detector_from_image_spec
 from diffractnet.train.config import TrainConfig
 
 
@@ -55,9 +55,7 @@ class Labelled(torch.utils.data.Dataset):
 
 def detector_of(config: TrainConfig) -> Detector:
     """The detector that renders training (and prediction-time reference) images."""
-    im = config.image
-    return Detector(image_size_px=im.size_px, reciprocal_px_invA=im.reciprocal_px_invA, spot_sigma_px=im.spot_sigma_px,
-                    intensity_power=im.intensity_power, direct_beam=im.direct_beam, beam_stop_radius_px=im.beam_stop_radius_px)
+    return detector_from_image_spec(config.image.model_dump())
 
 
 def augment_of(config: TrainConfig) -> Augment | None:

@@ -8,8 +8,10 @@ Output folder: ``checkpoints/`` (Lightning, ``last.ckpt`` for resume), ``logs/ve
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -62,6 +64,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
 
     if config.trainer.threads:
         torch.set_num_threads(config.trainer.threads)
+    if not progress:  # Lightning's banner lines (accelerators, tips) only when the user wants chatter
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     L.seed_everything(config.seed, workers=True, verbose=False)
     card = load_card(config.dataset)
     label_map = build_label_map(config, card)
@@ -78,7 +82,9 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                         default_root_dir=config.output_dir, num_sanity_val_steps=0)
     started = time.perf_counter()
     datamodule = PatternDataModule(config, label_map, label_map.targets)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(config), weights_only=True)
+    with warnings.catch_warnings():  # a deprecation inside Lightning itself, not ours to fix
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(config), weights_only=True)
     model_path = config.output_dir / "model.safetensors"
     if trainer.global_rank == 0:
         _export(config, trainer, module, label_map, card, time.perf_counter() - started, model_path)
