@@ -152,6 +152,8 @@ def test_evaluate_predict_explain_cli(trained, dataset, tmp_path, capsys):
     assert len(result["per_pattern"]) == 3
     assert abs(sum(result["fused"]["probabilities"]) - 1) < 1e-6
     assert set(result["fused"]["coarse"]["crystal_system"]) == {"cubic"}
+    top = result["fused"]["top"][0][0]
+    assert top in result["fused"]["global_class"] and result["fused"]["set"]
     assert main(["explain", model, str(paths[1]), "--out", str(tmp_path / "gc.png")]) == 0
     assert (tmp_path / "gc.png").stat().st_size > 1000
 

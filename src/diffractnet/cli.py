@@ -107,7 +107,8 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"{path}: {top} | cannot tell apart: {row['set']}")
     fused = result["fused"]
     print(f"fused ({len(args.images)} pattern(s)): " + ", ".join(f"{sg}: {p:.3f}" for sg, p in fused["top"]))
-    print(f"answer: space group {fused['top'][0][0]}; indistinguishable set {fused['set']}; "
+    print(f"answer: space group {fused['top'][0][0]}; indistinguishable by these patterns: {fused['set']}; "
+          f"by any kinematic pattern: {fused['global_class']}; "
           f"crystal system {max(fused['coarse']['crystal_system'], key=fused['coarse']['crystal_system'].get)}")
     return 0
 

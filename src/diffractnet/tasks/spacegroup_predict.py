@@ -9,6 +9,7 @@ import torch
 
 from diffractnet.index.fusion import fuse_posteriors, prediction_set
 from diffractnet.io.patterns import load_pattern_image, prepare_for_model
+from diffractnet.structures.ambiguity import global_class_of
 from diffractnet.tasks.spacegroup import coarse_probabilities
 from diffractnet.train.appearance import space_group_probabilities
 
@@ -25,7 +26,9 @@ def predict_patterns(model: torch.nn.Module, meta: dict, images: torch.Tensor, c
                      top: int = 5) -> dict:
     """Per-pattern probabilities, indistinguishable sets and a fused answer for one crystal.
 
-    Returns {'class_labels', 'per_pattern': [{'top': [(sg, p)], 'set': [sg...]}], 'fused': {...}}.
+    Returns {'class_labels', 'per_pattern': [{'top': [(sg, p)], 'set': [sg...]}], 'fused': {...}}; the
+    fused part also names the global ambiguity class of its answer: the space groups (of all 230)
+    that no kinematic pattern at any orientation tells apart from it.
     """
     model.eval()
     probs = space_group_probabilities(torch.softmax(model(images).float(), -1).numpy(), meta)
@@ -38,9 +41,11 @@ def predict_patterns(model: torch.nn.Module, meta: dict, images: torch.Tensor, c
     coarse = {level: dict(zip(c["names"].tolist(), c["probs"][0].round(4).tolist()))
               for level in ("crystal_system", "laue_class", "bravais_lattice")
               for c in [coarse_probabilities(fused[None], tuple(labels.tolist()), level)]}
+    best = int(labels[int(np.argmax(fused))])
     return {"class_labels": labels.tolist(), "per_pattern": per_pattern,
             "fused": {"top": _top(fused, labels, top), "set": sorted(labels[sets[-1]].tolist()),
-                      "probabilities": fused.tolist(), "coarse": coarse}, "coverage": coverage}
+                      "probabilities": fused.tolist(), "coarse": coarse,
+                      "global_class": list(global_class_of(best))}, "coverage": coverage}
 
 
 def _top(p: np.ndarray, labels: np.ndarray, n: int) -> list[tuple[int, float]]:
