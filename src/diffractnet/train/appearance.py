@@ -29,7 +29,8 @@ class AppearanceLabelMap:
         self.class_labels = [int(x) for x in class_labels]
         self.descriptors, self.class_groups = descriptors, class_groups
         self._index = {d: i for i, d in enumerate(descriptors)}
-        self._materials = materials  # material_id → (space group, six lattice parameters)
+        # material_id → (space group, direct matrix), built once rather than per pattern
+        self._materials = {mid: (sg, lattice_matrix(*params)) for mid, (sg, params) in materials.items()}
 
     @classmethod
     def from_card(cls, card: dict, class_labels: list[int], zone_axes: list[tuple] | None = None):
@@ -54,8 +55,8 @@ class AppearanceLabelMap:
     def _class_of(self, material_id: int, zone: tuple) -> int:
         if not any(zone):
             return IGNORE
-        sg, params = self._materials[int(material_id)]
-        descriptor = zone_descriptor(sg, lattice_matrix(*params), zone)
+        sg, direct_matrix = self._materials[int(material_id)]
+        descriptor = zone_descriptor(sg, direct_matrix, zone)
         return self._index.get(descriptor, IGNORE)
 
     def __call__(self, raw: dict) -> np.ndarray:
