@@ -65,8 +65,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from diffractnet._config import read_yaml
     from diffractnet.train import load_train_config, train
 
+    if read_yaml(args.config, "train config").get("task") == "orientation":
+        return _train_orientation(args)
     config = load_train_config(args.config)
     updates = {}
     if args.output:
@@ -77,6 +80,45 @@ def _train(args: argparse.Namespace) -> int:
         config = config.model_copy(update=updates)
     path = train(config, progress=not args.quiet)
     print(f"model: {path}")
+    return 0
+
+
+def _train_orientation(args: argparse.Namespace) -> int:
+    from diffractnet.train.orientation import load_orientation_config, train_orientation
+
+    config = load_orientation_config(args.config)
+    if args.output:
+        config = config.model_copy(update={"output_dir": Path(args.output)})
+    print(f"model: {train_orientation(config, progress=not args.quiet)}")
+    return 0
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from diffractnet.data.polycrystal import PolycrystalSpec, generate_polycrystal, load_polycrystal_spec
+
+    spec = load_polycrystal_spec(args.config) if args.config else PolycrystalSpec()
+    path = generate_polycrystal(spec, args.out, progress=not args.quiet)
+    print(f"scan: {path} (truth beside it)")
+    return 0
+
+
+def _map(args: argparse.Namespace) -> int:
+    from diffractnet.tasks.orientation_map import run_map
+
+    summary = run_map(args.scan, args.model, args.out, template=args.template, refine=not args.no_refine,
+                      template_resolution_deg=args.template_resolution, reciprocal_px_invA=args.px,
+                      voltage_kV=args.kv, progress=not args.quiet)
+    print(json.dumps({k: v for k, v in summary.items()}, indent=1, default=float))
+    print(f"maps: {Path(args.out) / 'maps.png'}")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from diffractnet.train.study import run_study
+
+    result = run_study(args.config, args.out, trials=args.trials, minutes_per_trial=args.minutes,
+                       progress=not args.quiet)
+    print(f"best trial: {result['best_params']} (median error {result['best_value']:.2f} deg); table: {result['table']}")
     return 0
 
 
@@ -169,12 +211,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_simulate)
 
-    p = sub.add_parser("train", help="train a space-group classifier from a YAML config (re-run to resume)")
+    p = sub.add_parser("train", help="train a space-group classifier, or an orientation model (YAML with "
+                                     "'task: orientation'), from a YAML config (re-run to resume)")
     p.add_argument("config")
     p.add_argument("--dataset", default=None, help="override the config's dataset folder")
     p.add_argument("--output", default=None, help="override the config's output_dir")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("scan", help="write a synthetic polycrystal 4D-STEM scan (.zarr) and its true orientation map")
+    p.add_argument("config", nargs="?", default=None, help="polycrystal YAML (default: 64x64 LiNiO2)")
+    p.add_argument("--out", default="scan.zarr")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_scan)
+
+    p = sub.add_parser("map", help="orientation map of a 4D-STEM scan (.zarr/.npy/.hspy/.mib/.blo/.dm4/.emd/.h5)")
+    p.add_argument("scan")
+    p.add_argument("--model", required=True, help="orientation model.safetensors")
+    p.add_argument("--out", default="runs/map")
+    p.add_argument("--template", action="store_true", help="also run pyxem template matching, side by side")
+    p.add_argument("--template-resolution", type=float, default=1.0, help="template grid spacing [deg]")
+    p.add_argument("--no-refine", action="store_true", help="network answer only, no refinement against the pattern")
+    p.add_argument("--px", type=float, default=None, help="reciprocal pixel size [1/Å per px] if the file lacks it")
+    p.add_argument("--kv", type=float, default=None, help="voltage [kV] if the file lacks it")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_map)
+
+    p = sub.add_parser("study", help="Optuna hyperparameter study of orientation training (seed 000)")
+    p.add_argument("config", help="orientation training YAML (the base of every trial)")
+    p.add_argument("--out", default="runs/study")
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--minutes", type=float, default=2.0, help="training minutes per trial")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_study)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a dataset split of unseen materials (HTML report)")
     p.add_argument("model", help="model.safetensors written by `diffractnet train`")

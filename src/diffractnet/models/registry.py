@@ -42,7 +42,12 @@ def create_model(name: str, task: str = "spacegroup", in_chans: int = 1, num_out
     if int(in_chans) < 1 or int(num_outputs) < 1:
         raise ConfigError(f"in_chans and num_outputs must be >= 1, got {in_chans} and {num_outputs}")
     if name == "small_cnn":
-        return _small_cnn(in_chans, num_outputs, pretrained, **kwargs)
+        if kwargs.get("head") == "flatten":
+            kwargs = {"image_size": image_size, **kwargs}
+        try:
+            return _small_cnn(in_chans, num_outputs, pretrained, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"small_cnn: {exc}") from None
     return _timm_model(name, in_chans, num_outputs, pretrained, image_size, **kwargs)
 
 

@@ -52,27 +52,12 @@ def _resume_path(config: TrainConfig) -> Path | None:
     return last
 
 
-def train(config: TrainConfig, progress: bool = True) -> Path:
-    """Fit ``config``; re-running the same config resumes from the last checkpoint. Returns the model file."""
+def fit_module(config, module, datamodule, has_val: bool, progress: bool):
+    """Run Lightning's fit for any config with ``output_dir``, ``seed``, ``trainer`` and ``early_stopping``
+    (resuming from ``last.ckpt``); returns (trainer, seconds)."""
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
-    from diffractnet.data.generate import load_card
-    from diffractnet.train.datamodule import PatternDataModule
-    from diffractnet.train.labels import build_label_map
-    from diffractnet.train.module import ClassifierModule
-
-    if config.trainer.threads:
-        torch.set_num_threads(config.trainer.threads)
-    if not progress:  # Lightning's banner lines (accelerators, tips) only when the user wants chatter
-        logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    card = load_card(config.dataset)
-    label_map = build_label_map(config, card)
-    has_val = card["counts"]["val"]["patterns"] > 0
-    module = ClassifierModule(config.model.name, label_map.num_outputs, config.image.size_px,
-                              config.model.kwargs, config.model.pretrained, config.optimizer.model_dump(),
-                              config.scheduler.model_dump(), config.trainer.max_epochs)
     t = config.trainer
     trainer = L.Trainer(max_epochs=t.max_epochs, max_time=None if t.max_minutes is None else {"minutes": t.max_minutes},
                         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
@@ -81,21 +66,47 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=5,
                         default_root_dir=config.output_dir, num_sanity_val_steps=0)
     started = time.perf_counter()
-    datamodule = PatternDataModule(config, label_map, label_map.targets)
     with warnings.catch_warnings():  # a deprecation inside Lightning itself, not ours to fix
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(config), weights_only=True)
+    return trainer, time.perf_counter() - started
+
+
+def prepare_run(config, progress: bool) -> None:
+    """Threads, quiet logging and seeds before a fit."""
+    import lightning as L
+
+    if config.trainer.threads:
+        torch.set_num_threads(config.trainer.threads)
+    if not progress:  # Lightning's banner lines (accelerators, tips) only when the user wants chatter
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+
+
+def train(config: TrainConfig, progress: bool = True) -> Path:
+    """Fit ``config``; re-running the same config resumes from the last checkpoint. Returns the model file."""
+    from diffractnet.data.generate import load_card
+    from diffractnet.train.datamodule import PatternDataModule
+    from diffractnet.train.labels import build_label_map
+    from diffractnet.train.module import ClassifierModule
+
+    prepare_run(config, progress)
+    card = load_card(config.dataset)
+    label_map = build_label_map(config, card)
+    has_val = card["counts"]["val"]["patterns"] > 0
+    module = ClassifierModule(config.model.name, label_map.num_outputs, config.image.size_px,
+                              config.model.kwargs, config.model.pretrained, config.optimizer.model_dump(),
+                              config.scheduler.model_dump(), config.trainer.max_epochs)
+    datamodule = PatternDataModule(config, label_map, label_map.targets)
+    trainer, seconds = fit_module(config, module, datamodule, has_val, progress)
     model_path = config.output_dir / "model.safetensors"
     if trainer.global_rank == 0:
-        _export(config, trainer, module, label_map, card, time.perf_counter() - started, model_path)
+        _export(config, trainer, module, label_map, card, seconds, model_path)
     return model_path
 
 
-def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds: float, path: Path) -> None:
-    """Best weights → ``model.safetensors`` with everything prediction needs; a JSON summary beside it."""
-    from diffractnet.models.checkpoint import save_model
-    from diffractnet.tasks.spacegroup_eval import train_prior
-
+def load_best(trainer, module) -> str | None:
+    """Put the best checkpoint's weights into ``module``; returns its path (None: keep the last weights)."""
     ckpt = trainer.checkpoint_callback
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
     if best:
@@ -104,6 +115,28 @@ def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds
         except Exception as exc:
             raise DataError(f"best checkpoint '{best}' cannot be read ({str(exc).splitlines()[0][:120]})") from None
         module.load_state_dict(state)
+    return best
+
+
+def write_summary(config, trainer, model_path: Path, best: str | None, seconds: float, extra: dict | None = None) -> None:
+    """``train_summary.json`` beside the model (atomic)."""
+    ckpt = trainer.checkpoint_callback
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    summary = {"model": str(model_path), "best_checkpoint": best, "best_score": float(ckpt.best_model_score)
+               if ckpt is not None and ckpt.best_model_score is not None else None,
+               "epochs_completed": trainer.current_epoch, "fit_seconds_this_run": round(seconds, 1),
+               "final_metrics": metrics, "config": json.loads(config.model_dump_json()), **(extra or {})}
+    tmp = config.output_dir / f".train_summary.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, config.output_dir / "train_summary.json")
+
+
+def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds: float, path: Path) -> None:
+    """Best weights → ``model.safetensors`` with everything prediction needs; a JSON summary beside it."""
+    from diffractnet.models.checkpoint import save_model
+    from diffractnet.tasks.spacegroup_eval import train_prior
+
+    best = load_best(trainer, module)
     metadata = {"arch": config.model.name, "task": "spacegroup", "in_chans": 1,
                 "num_outputs": label_map.num_outputs, "image_size": config.image.size_px,
                 "model_kwargs": config.model.kwargs, **label_map.metadata(),
@@ -111,11 +144,4 @@ def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds
                 "class_prior": train_prior(card, label_map.class_labels).tolist(),
                 "seed": config.seed}
     save_model(path, module.model.cpu(), metadata)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    summary = {"model": str(path), "best_checkpoint": best, "best_score": float(ckpt.best_model_score)
-               if ckpt is not None and ckpt.best_model_score is not None else None,
-               "epochs_completed": trainer.current_epoch, "fit_seconds_this_run": round(seconds, 1),
-               "final_metrics": metrics, "config": json.loads(config.model_dump_json())}
-    tmp = config.output_dir / f".train_summary.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, config.output_dir / "train_summary.json")
+    write_summary(config, trainer, path, best, seconds)

@@ -43,22 +43,27 @@ class ClassifierModule(L.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self):
-        opt = dict(self.hparams.optimizer or {"name": "adam", "lr": 1e-3, "weight_decay": 0.0})
-        params = self.model.parameters()
-        if opt["name"] == "sgd":
-            optimizer = torch.optim.SGD(params, lr=opt["lr"], momentum=opt.get("momentum", 0.9),
-                                        weight_decay=opt.get("weight_decay", 0.0), nesterov=True)
-        elif opt["name"] == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0))
-        else:
-            optimizer = torch.optim.Adam(params, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0))
-        sched = dict(self.hparams.scheduler or {"name": "none"})
-        if sched["name"] == "none":
-            return optimizer
-        if sched["name"] == "step":
-            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, sched["step_size"], sched["gamma"])
-        elif sched["name"] == "exponential":
-            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, sched["gamma"])
-        else:
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.hparams.max_epochs))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return build_optimizers(self.model.parameters(), self.hparams.optimizer, self.hparams.scheduler,
+                                self.hparams.max_epochs)
+
+
+def build_optimizers(params, optimizer: dict | None, scheduler: dict | None, max_epochs: int):
+    """Lightning's ``configure_optimizers`` answer for an optimizer and a schedule spec (plain dicts)."""
+    opt = dict(optimizer or {"name": "adam", "lr": 1e-3, "weight_decay": 0.0})
+    if opt["name"] == "sgd":
+        optimizer = torch.optim.SGD(params, lr=opt["lr"], momentum=opt.get("momentum", 0.9),
+                                    weight_decay=opt.get("weight_decay", 0.0), nesterov=True)
+    elif opt["name"] == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0))
+    else:
+        optimizer = torch.optim.Adam(params, lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0))
+    sched = dict(scheduler or {"name": "none"})
+    if sched["name"] == "none":
+        return optimizer
+    if sched["name"] == "step":
+        lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, sched["step_size"], sched["gamma"])
+    elif sched["name"] == "exponential":
+        lr_scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, sched["gamma"])
+    else:
+        lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "epoch"}}

@@ -1,0 +1,187 @@
+"""Local orientation refinement: sharpen a network's estimate against the pattern itself.
+
+A network's regression is good to a few degrees; the spots of the pattern pin the orientation much
+better. For each pattern, starting from the network's rotation (and its 180° turn about the beam,
+which kinematic patterns barely tell apart), a pattern search over small rotations maximises the
+normalised correlation between the kinematic template (spot weights |F|²·exp(−(s/σ_s)²) at their
+detector positions) and the smoothed image sampled there; the step halves whenever no neighbour is
+better. Everything is batched tensors: all patterns × 27 candidate rotations × the K reflections
+nearest the Ewald sphere at the start, one ``grid_sample`` per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from diffractnet.physics.reflections import reflection_set
+from diffractnet.physics.spots import SpotSimulator
+from diffractnet.structures.crystal import Crystal
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Search schedule: one stage per entry of ``smooth_px`` (Gaussian smoothing of the image [px],
+    coarse to fine), each starting at the matching ``start_step_deg`` and halving the step down to
+    ``min_step_deg`` (``max_iterations`` per stage). ``reflections`` K kept per pattern;
+    ``excitation_width_invA`` σ_s of the template weight exp(−(s/σ_s)²) (≈ √3/(π·thickness), the
+    Gaussian with the sinc² central lobe's curvature), times the stage's ``width_scale`` (a coarse
+    stage sees the spots of orientations a few degrees away); ``min_g_invA`` reflections nearer the direct beam
+    are ignored; ``intensity_power`` on |F|² (1: the matched filter of linear intensities)."""
+
+    smooth_px: tuple[float, ...] = (2.5, 1.2)
+    start_step_deg: tuple[float, ...] = (2.0, 0.5)
+    width_scale: tuple[float, ...] = (3.0, 1.0)
+    min_step_deg: float = 0.05
+    max_iterations: int = 12
+    reflections: int = 48
+    excitation_width_invA: float = 0.01
+    min_g_invA: float = 0.15
+    intensity_power: float = 1.0
+    try_beam_flip: bool = True
+    background_px: float = 6.0
+
+    @classmethod
+    def for_physics(cls, physics, **changes) -> "RefineSettings":
+        """Settings matched to a ``ScanPhysics``: σ_s from its mean thickness, fine smoothing = spot width."""
+        t_mean = float(np.mean(physics.thickness_A))
+        width = math.sqrt(3) / (math.pi * t_mean)
+        if getattr(physics, "precession_deg", 0):
+            width = max(width, 0.5 * math.radians(physics.precession_deg))  # precession opens the window
+        return cls(**{"excitation_width_invA": width, "smooth_px": (2 * physics.spot_sigma_px, physics.spot_sigma_px),
+                      **changes})
+
+
+def _axis_angle_matrices(axes_angles: torch.Tensor) -> torch.Tensor:
+    """(..., 3) rotation vectors [rad] → (..., 3, 3) matrices (Rodrigues)."""
+    theta = axes_angles.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    k = axes_angles / theta
+    kx, ky, kz = k.unbind(-1)
+    zero = torch.zeros_like(kx)
+    K = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], -1).reshape(*k.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=axes_angles.dtype, device=axes_angles.device).expand_as(K)
+    s, c = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
+    return eye + s * K + (1 - c) * (K @ K)
+
+
+def _neighbour_steps() -> torch.Tensor:
+    """(27, 3) unit-step rotation vectors: the 3×3×3 grid around zero (zero first)."""
+    grid = torch.stack(torch.meshgrid(*[torch.tensor([0.0, -1.0, 1.0])] * 3, indexing="ij"), -1).reshape(-1, 3)
+    return grid
+
+
+def _smooth(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Separable Gaussian smoothing of (B, H, W)."""
+    if sigma_px <= 0:
+        return images
+    r = max(1, int(math.ceil(3 * sigma_px)))
+    x = torch.arange(-r, r + 1, dtype=images.dtype)
+    k = torch.exp(-0.5 * (x / sigma_px) ** 2)
+    k = k / k.sum()
+    out = torch.nn.functional.conv2d(images[:, None], k[None, None, None, :], padding=(0, r))
+    return torch.nn.functional.conv2d(out, k[None, None, :, None], padding=(r, 0))[:, 0]
+
+
+def _band_pass(images: torch.Tensor, sigma_px: float, background_px: float) -> torch.Tensor:
+    """Difference of Gaussians: spots kept, diffuse background and the direct beam's tail removed."""
+    return _smooth(images, sigma_px) - _smooth(images, max(background_px, 2 * sigma_px))
+
+
+class Refiner:
+    """Refines orientations of one crystal on one detector set-up (``voltage_kV``, ``reciprocal_px_invA``)."""
+
+    def __init__(self, crystal: Crystal, voltage_kV: float, reciprocal_px_invA: float, image_size_px: int,
+                 settings: RefineSettings = RefineSettings(), g_max_invA: float | None = None) -> None:
+        self.settings, self.px = settings, float(reciprocal_px_invA)
+        self.size = int(image_size_px)
+        # only reflections that always land on the detector: one outside would pull the fit off
+        g_max = min(g_max_invA or np.inf, (self.size / 2 - 3 * max(settings.smooth_px)) * self.px)
+        refl = reflection_set(crystal, g_max)
+        g = torch.as_tensor(refl.g_crystal_invA, dtype=torch.float32)
+        keep = g.norm(dim=-1) >= settings.min_g_invA
+        self.g = g[keep]
+        self.f2 = torch.as_tensor(refl.intensity, dtype=torch.float32)[keep] ** settings.intensity_power
+        self.sim = SpotSimulator(voltage_kV, max(g_max, 0.1))
+        self.steps = _neighbour_steps()
+        self._width = settings.excitation_width_invA
+
+    def _select(self, rot: torch.Tensor) -> torch.Tensor:
+        """(B, K) indices of the reflections with the largest template weight at rotations ``rot``,
+        judged with a 4× wider excitation window (so spots a few degrees away are kept)."""
+        width, self._width = self._width, 4 * self._width
+        w = self._weights(rot[:, None], self.g[None, None])  # (B, 1, G)
+        self._width = width
+        k = min(self.settings.reflections, self.g.shape[0])
+        return w[:, 0].topk(k, dim=-1).indices
+
+    def _weights(self, rot: torch.Tensor, g: torch.Tensor, positions: bool = False):
+        """Template weights (and detector positions [px]) of reflections ``g`` (B, 1|C, K, 3) at ``rot`` (B, C, 3, 3)."""
+        g_lab = torch.einsum("bcji,bckj->bcki", rot, g.expand(rot.shape[0], rot.shape[1], *g.shape[-2:]))
+        s = self.sim.excitation_errors(g_lab)[..., 0]
+        w = torch.exp(-((s / self._width) ** 2))
+        if not positions:
+            return w * self.f2[None, None]
+        centre = (self.size - 1) / 2
+        return w, g_lab[..., :2] / self.px + centre
+
+    def _scores(self, smoothed: torch.Tensor, rot: torch.Tensor, g: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        """(B, C) normalised correlation of templates at ``rot`` (B, C, 3, 3) with ``smoothed`` (B, H, W)."""
+        w, xy = self._weights(rot, g[:, None], positions=True)
+        w = w * f2[:, None]
+        grid = xy / (self.size - 1) * 2 - 1  # (B, C, K, 2) as (x, y) in [-1, 1]
+        values = torch.nn.functional.grid_sample(smoothed[:, None], grid, mode="bicubic", padding_mode="zeros",
+                                                 align_corners=True)[:, 0]  # (B, C, K)
+        return (w * values).sum(-1) / w.norm(dim=-1).clamp(min=1e-12)
+
+    def refine(self, images: torch.Tensor, rotations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(refined rotations (B, 3, 3), correlation score (B,)) for patterns ``images`` (B, H, W) and
+        starting ``rotations`` (B, 3, 3) (lab → crystal).
+
+        The 180° turn about the beam is refined alongside through the coarse stage and the better of
+        the two kept; the score is the template correlation divided by the image's r.m.s. contrast.
+        """
+        st = self.settings
+        img = images.float()
+        img = img / img.mean(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+        n = len(img)
+        rot = rotations.float()
+        if st.try_beam_flip:
+            rot = torch.cat([rot, rot @ torch.diag(torch.tensor([-1.0, -1.0, 1.0]))])
+        for sigma, step0, scale in zip(st.smooth_px, st.start_step_deg, st.width_scale):
+            self._width = st.excitation_width_invA * scale
+            smoothed = _band_pass(img, sigma, st.background_px)
+            if len(rot) > n:
+                smoothed2 = torch.cat([smoothed, smoothed])
+                rot, _ = self._search(smoothed2, rot, step0)
+                score = self._final(smoothed2, rot)
+                pick = (score[n:] > score[:n])
+                rot = torch.where(pick[:, None, None], rot[n:], rot[:n])
+            else:
+                rot, _ = self._search(smoothed, rot, step0)
+        score = self._final(smoothed, rot)
+        return rot, score / (smoothed.flatten(1).norm(dim=-1) / math.sqrt(smoothed[0].numel())).clamp(min=1e-12)
+
+    def _search(self, smoothed: torch.Tensor, rot: torch.Tensor, step_deg: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pattern search over the 26 neighbours at the current step, halving it when none is better."""
+        st = self.settings
+        idx = self._select(rot)
+        g, f2 = self.g[idx], self.f2[idx]  # (B, K, 3), (B, K)
+        step = torch.full((len(rot),), math.radians(step_deg))
+        for _ in range(st.max_iterations):
+            deltas = _axis_angle_matrices(self.steps[None] * step[:, None, None])  # (B, 27, 3, 3)
+            cand = rot[:, None] @ deltas  # R' = R·Δ: a small turn in the lab frame
+            scores = self._scores(smoothed, cand, g, f2)
+            best = scores.argmax(dim=-1)
+            rot = cand[torch.arange(len(rot)), best]
+            step = torch.where(best == 0, step / 2, step)
+            if bool((step < math.radians(st.min_step_deg)).all()):
+                break
+        return rot, step
+
+    def _final(self, smoothed: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+        """(B,) correlation of each pattern with its template at ``rot`` over its K strongest reflections."""
+        idx = self._select(rot)
+        return self._scores(smoothed, rot[:, None], self.g[idx], self.f2[idx])[:, 0]

@@ -1,0 +1,155 @@
+"""Orientation maps of whole scans: stream row blocks through the model (and the refiner), resumably.
+
+The scan is read block by block of scan rows (``io.scans.Scan.iter_row_blocks``: lazy, NaN checked
+per block), each block is preprocessed and run through the network in batches; optionally each
+answer is refined against its own pattern (``index.refine``). Results of every finished block are
+written atomically to ``<work_dir>/rows_<y0>_<y1>.npz``, so a killed job re-run with the same
+``work_dir`` recomputes only the missing blocks. Memory stays bounded by one block.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffractnet.errors import DataError
+
+
+@dataclass
+class OrientationMap:
+    """Per probe position: ``quaternions`` (ny, nx, 4) (lab → crystal), ``confidence`` (ny, nx) in (0, 1]
+    from the network's own error estimate, ``predicted_error_deg``, ``correlation`` (refinement score,
+    NaN without refinement); ``seconds`` of compute for the scan, ``patterns_per_s``; ``crystal``."""
+
+    quaternions: np.ndarray
+    confidence: np.ndarray
+    predicted_error_deg: np.ndarray
+    correlation: np.ndarray
+    seconds: float
+    crystal: object = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def patterns_per_s(self) -> float:
+        return self.quaternions.shape[0] * self.quaternions.shape[1] / max(self.seconds, 1e-9)
+
+
+class OrientationIndexer:
+    """A trained orientation model (``model.safetensors``) ready to index patterns of its material."""
+
+    def __init__(self, model_path: str | Path, *, refine: bool = True, device: str = "cpu",
+                 batch_size: int = 512) -> None:
+        from diffractnet.data.polycrystal import resolve_crystal
+        from diffractnet.data.scan_physics import ScanPhysics
+        from diffractnet.models.checkpoint import load_model
+
+        self.model, self.meta = load_model(model_path, task="orientation", device=device)
+        self.device, self.batch_size = torch.device(device), int(batch_size)
+        self.crystal = resolve_crystal(self.meta["material"])
+        self.physics = ScanPhysics(**self.meta["physics"])
+        self.input_size = int(self.meta["image_size"])
+        self.clamp = self.meta.get("output_clamp")
+        self.refine = refine
+        self._refiner = None
+
+    def check_scan(self, pattern_shape: tuple[int, int], reciprocal_px_invA: float | None, where: str) -> None:
+        """``DataError`` if the scan's detector does not match what the model was trained for."""
+        h, w = pattern_shape
+        if h != w or h % self.input_size:
+            raise DataError(f"{where}: patterns of {h}x{w} px cannot be binned to the model's {self.input_size} px; "
+                            f"use square patterns whose side is a multiple of {self.input_size}")
+        trained = self.physics.reciprocal_px_invA * self.physics.image_size_px / h
+        if reciprocal_px_invA is not None and abs(reciprocal_px_invA / trained - 1) > 0.02:
+            raise DataError(f"{where}: calibration {reciprocal_px_invA:.5g} Å⁻¹/px differs from the model's "
+                            f"{trained:.5g} Å⁻¹/px at {h} px; rebin the scan or train for this camera length")
+
+    def _refiner_for(self, size_px: int, px_invA: float):
+        from diffractnet.index.refine import RefineSettings, Refiner
+
+        key = (size_px, round(px_invA, 8))
+        if self._refiner is None or self._refiner[0] != key:
+            settings = RefineSettings.for_physics(self.physics)
+            self._refiner = (key, Refiner(self.crystal, self.physics.voltage_kV, px_invA, size_px, settings))
+        return self._refiner[1]
+
+    @torch.no_grad()
+    def index(self, patterns: np.ndarray | torch.Tensor, reciprocal_px_invA: float | None = None) -> dict[str, np.ndarray]:
+        """(N, H, W) patterns → dict of ``quaternions`` (N, 4), ``predicted_error_deg``, ``confidence``,
+        ``correlation`` (N,)."""
+        from diffractnet.data.scan_physics import preprocess_for_model
+        from diffractnet.tasks.orientation import confidence_from_error, decode_outputs, matrices_to_quaternions
+
+        images = torch.as_tensor(np.asarray(patterns, dtype=np.float32))
+        px = reciprocal_px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / images.shape[-1]
+        rots, errs, corrs = [], [], []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start:start + self.batch_size]
+            out = self.model(preprocess_for_model(batch, self.input_size).to(self.device)).float().cpu()
+            if self.clamp:
+                out = out.clamp(-self.clamp, self.clamp)
+            rot, err = decode_outputs(out)
+            corr = torch.full((len(batch),), float("nan"))
+            if self.refine:
+                rot, corr = self._refiner_for(images.shape[-1], px).refine(batch, rot)
+            rots.append(rot), errs.append(err), corrs.append(corr)
+        err = torch.cat(errs).numpy()
+        return {"quaternions": matrices_to_quaternions(torch.cat(rots)), "predicted_error_deg": err,
+                "confidence": confidence_from_error(err), "correlation": torch.cat(corrs).numpy()}
+
+
+def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None = None, rows_per_block: int | None = None,
+             progress: bool = True) -> OrientationMap:
+    """Index every pattern of ``scan`` (``io.scans.Scan``) → ``OrientationMap``; resumable via ``work_dir``."""
+    from tqdm.auto import tqdm
+
+    where = f"scan '{scan.path}'" if scan.path else "scan"
+    indexer.check_scan(scan.pattern_shape, scan.reciprocal_px_invA, where)
+    ny, nx = scan.scan_shape
+    work = Path(work_dir) if work_dir is not None else None
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+    rows = rows_per_block or max(1, 2048 // nx)
+    fields = {"quaternions": np.zeros((ny, nx, 4)), "predicted_error_deg": np.zeros((ny, nx)),
+              "confidence": np.zeros((ny, nx)), "correlation": np.zeros((ny, nx))}
+    seconds = 0.0
+    bar = tqdm(total=ny * nx, desc="orientation map", unit="pattern", disable=not progress)
+    for y0 in range(0, ny, rows):
+        y1 = min(ny, y0 + rows)
+        done = None if work is None else _load_block(work / f"rows_{y0}_{y1}.npz")
+        if done is None:
+            block = scan.rows(y0, y1)
+            started = time.perf_counter()
+            result = indexer.index(block.reshape(-1, *block.shape[-2:]), scan.reciprocal_px_invA)
+            elapsed = time.perf_counter() - started
+            done = {k: v.reshape(y1 - y0, nx, *v.shape[1:]) for k, v in result.items()}
+            done["seconds"] = np.array(elapsed)
+            if work is not None:
+                _save_block(work / f"rows_{y0}_{y1}.npz", done)
+        seconds += float(done.pop("seconds"))
+        for key, value in done.items():
+            fields[key][y0:y1] = value
+        bar.update((y1 - y0) * nx)
+    bar.close()
+    return OrientationMap(**fields, seconds=seconds, crystal=indexer.crystal,
+                          info={"refined": indexer.refine, "model": indexer.meta.get("arch")})
+
+
+def _save_block(path: Path, arrays: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _load_block(path: Path) -> dict | None:
+    """A finished block's results, or None when absent or unreadable (then it is recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError):
+        return None

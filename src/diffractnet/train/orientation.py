@@ -1,0 +1,179 @@
+"""Orientation regression training: config, LightningModule, data module and ``train_orientation``.
+
+Same machinery as space-group training (``train.fit``: checkpoints, resume after a kill, early
+stopping, DDP, mixed precision, CSV log); the data are simulated on the fly for the scan's material
+and set-up (``data.orientation_stream``), or come from a scan labelled by template matching, keeping
+only its most confident fraction (seed 000). Default schedule: exponential decay, as seed 000.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from pydantic import Field
+
+from diffractnet._config import StrictModel, read_yaml, validate
+from diffractnet.data.scan_physics import ScanPhysics
+from diffractnet.models.registry import create_model
+from diffractnet.tasks.orientation import NUM_OUTPUTS, orientation_loss
+from diffractnet.train.config import EarlyStoppingSpec, ModelSpec, OptimizerSpec, SchedulerSpec, TrainerSpec
+from diffractnet.train.module import build_optimizers
+
+
+class LabelledScanSpec(StrictModel):
+    """A scan and its template-matching labels (``.npz`` with ``quaternions`` (ny, nx, 4) and
+    ``correlation`` (ny, nx)), keeping the ``keep_fraction`` most confident."""
+
+    scan: Path
+    labels: Path
+    keep_fraction: float = Field(0.5, gt=0, le=1)
+
+
+class OrientationTrainConfig(StrictModel):
+    task: Literal["orientation"] = "orientation"
+    material: str = "LiNiO2"
+    output_dir: Path = Path("runs/orientation")
+    seed: int = 0
+    physics: ScanPhysics = ScanPhysics()
+    input_size_px: int = Field(64, ge=16, le=512)
+    dose_range_e: tuple[float, float] | None = (5e3, 1e5)
+    mix_fraction: float = Field(0.1, ge=0, le=1)
+    labelled_scan: LabelledScanSpec | None = None
+    output_clamp: float | None = Field(None, gt=0)
+    val_patterns: int = Field(512, ge=0)
+    model: ModelSpec = ModelSpec(kwargs={"head": "flatten", "width": 16})
+    optimizer: OptimizerSpec = OptimizerSpec(name="adamw", lr=1e-3)
+    scheduler: SchedulerSpec = SchedulerSpec(name="exponential", gamma=0.9)
+    early_stopping: EarlyStoppingSpec | None = None
+    trainer: TrainerSpec = TrainerSpec(max_epochs=10, train_patterns_per_epoch=8192, num_workers=1)
+
+
+def parse_orientation_config(data: dict, where: str = "orientation train config") -> OrientationTrainConfig:
+    """Validate a dict; ``ConfigError`` naming the field on failure."""
+    return validate(OrientationTrainConfig, data, where)
+
+
+def load_orientation_config(path: str | Path) -> OrientationTrainConfig:
+    """Read an orientation training YAML."""
+    return parse_orientation_config(read_yaml(path, "orientation train config"), f"orientation train config '{path}'")
+
+
+class OrientationModule(L.LightningModule):
+    """A zoo model with 7 outputs (6D rotation + error estimate), the symmetry-aware loss, and
+    ``output_clamp`` (hard limit on the raw outputs, one of seed 000's hyperparameters)."""
+
+    def __init__(self, arch: str, image_size: int, symmetry: list, model_kwargs: dict | None = None,
+                 pretrained: str | None = None, optimizer: dict | None = None, scheduler: dict | None = None,
+                 max_epochs: int = 10, output_clamp: float | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_model(arch, "orientation", 1, NUM_OUTPUTS, pretrained, image_size, **(model_kwargs or {}))
+        self.register_buffer("symmetry", torch.tensor(symmetry, dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        clamp = self.hparams.output_clamp
+        return out.clamp(-clamp, clamp) if clamp else out
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        images, rotations = batch
+        loss, angle_deg = orientation_loss(self(images), rotations, self.symmetry)
+        on_step = stage == "train"
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
+        self.log(f"{stage}_median_deg", angle_deg.median(), prog_bar=True, on_step=on_step, on_epoch=True,
+                 sync_dist=not on_step)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        return build_optimizers(self.model.parameters(), self.hparams.optimizer, self.hparams.scheduler,
+                                self.hparams.max_epochs)
+
+
+class OrientationDataModule(L.LightningDataModule):
+    """Simulated (or labelled-scan) training batches and a fixed simulated validation set."""
+
+    def __init__(self, config: OrientationTrainConfig, crystal) -> None:
+        super().__init__()
+        self.config, self.crystal = config, crystal
+
+    def setup(self, stage: str | None = None) -> None:
+        from diffractnet.data.orientation_stream import SimulatedOrientations
+
+        c = self.config
+        if c.labelled_scan is not None:
+            self.train_set = _labelled_dataset(c)
+        else:
+            self.train_set = SimulatedOrientations(self.crystal, c.physics, c.input_size_px, seed=c.seed,
+                                                   dose_range_e=c.dose_range_e, mix_fraction=c.mix_fraction)
+        self.val_set = SimulatedOrientations(self.crystal, c.physics, c.input_size_px, seed=c.seed + 7919,
+                                             mix_fraction=0.0, fixed_noise=True, size=c.val_patterns) if c.val_patterns else None
+
+    def _loader(self, dataset, shuffle: bool, per_epoch: int | None):
+        from diffractnet.train.datamodule import EpochBatches
+
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = EpochBatches(len(dataset), self.config.trainer.batch_size, per_epoch, self.config.seed, shuffle,
+                               rank, world)
+        workers = self.config.trainer.num_workers
+        return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers,
+                                           persistent_workers=workers > 0)
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, True, self.config.trainer.train_patterns_per_epoch)
+
+    def val_dataloader(self):
+        return [] if self.val_set is None else self._loader(self.val_set, False, None)
+
+
+def _labelled_dataset(config: OrientationTrainConfig):
+    from diffractnet.data.orientation_stream import LabelledScanPatterns
+    from diffractnet.errors import DataError
+    from diffractnet.io.scans import open_scan
+
+    spec = config.labelled_scan
+    try:
+        labels = np.load(spec.labels, allow_pickle=False)
+        quaternions, correlation = labels["quaternions"], labels["correlation"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"labels '{spec.labels}' are not a readable .npz with 'quaternions' and 'correlation' "
+                        f"({str(exc).splitlines()[0][:100]})") from None
+    scan = open_scan(spec.scan)
+    return LabelledScanPatterns(scan.data, quaternions, correlation, config.input_size_px, spec.keep_fraction)
+
+
+def train_orientation(config: OrientationTrainConfig, progress: bool = True) -> Path:
+    """Fit an orientation model; re-running resumes from the last checkpoint. Returns ``model.safetensors``."""
+    from diffractnet.data.polycrystal import resolve_crystal
+    from diffractnet.models.checkpoint import save_model
+    from diffractnet.tasks.orientation import symmetry_matrices
+    from diffractnet.train.fit import fit_module, load_best, prepare_run, write_summary
+
+    prepare_run(config, progress)
+    crystal = resolve_crystal(config.material)
+    module = OrientationModule(config.model.name, config.input_size_px, symmetry_matrices(crystal).tolist(),
+                               config.model.kwargs, config.model.pretrained, config.optimizer.model_dump(),
+                               config.scheduler.model_dump(), config.trainer.max_epochs, config.output_clamp)
+    datamodule = OrientationDataModule(config, crystal)
+    trainer, seconds = fit_module(config, module, datamodule, config.val_patterns > 0, progress)
+    path = config.output_dir / "model.safetensors"
+    if trainer.global_rank == 0:
+        best = load_best(trainer, module)
+        metadata = {"arch": config.model.name, "task": "orientation", "in_chans": 1, "num_outputs": NUM_OUTPUTS,
+                    "image_size": config.input_size_px, "model_kwargs": config.model.kwargs,
+                    "material": config.material, "crystal_name": crystal.name,
+                    "space_group": crystal.space_group_number, "physics": config.physics.model_dump(),
+                    "output_clamp": config.output_clamp, "seed": config.seed}
+        save_model(path, module.model.cpu(), metadata)
+        write_summary(config, trainer, path, best, seconds)
+    return path
