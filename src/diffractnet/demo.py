@@ -108,15 +108,54 @@ def run_demo(out: Path, workers: int = 2) -> dict:
         f"{card['counts']['test']['materials']} test); kinematic spot patterns at the 13 symmetry-distinct zone "
         f"axes, rendered on the fly with noise. Simulation {t_data:.0f} s, training {t_train:.0f} s."],
         figures=[FigureRef("Zone-axis gallery", "gallery.png"), FigureRef("Training inputs", "training_samples.png")])
-    result = evaluate(model_path, out / "dataset", out, extra_sections=[data_section])
+    orientation, orientation_section = run_orientation_demo(out / "orientation")
+    result = evaluate(model_path, out / "dataset", out, extra_sections=[data_section, orientation_section])
     summary = {"report": str(out / "report.html"), "model": str(model_path), "card": str(card_path),
                "gallery": str(gallery), "training_samples": str(samples),
                "single_top1": result["single_top1"], "within_set": result["within_set"]["within_set"],
                "fused3_top1": result["fused3"]["fused_top1"], "test_materials": result["test_materials"],
-               "seconds": round(time.perf_counter() - t0, 1)}
+               "orientation": orientation, "seconds": round(time.perf_counter() - t0, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     return summary
+
+
+def run_orientation_demo(out: Path) -> tuple[dict, object]:
+    """Synthetic LiNiO2 scan → orientation model (under a minute) → our map and pyxem's side by side.
+    Returns (summary, report section)."""
+    from diffractnet.analysis.report import FigureRef, Section, Table
+    from diffractnet.data.polycrystal import PolycrystalSpec, generate_polycrystal
+    from diffractnet.tasks.orientation_map import run_map
+    from diffractnet.train.orientation import parse_orientation_config, train_orientation
+
+    raw = _embedded("demo_orientation.yaml")
+    spec = PolycrystalSpec(**raw["scan"])
+    scan = out / "scan.zarr"
+    if not scan.exists():
+        generate_polycrystal(spec, scan)
+    train_raw = {**raw["train"], "output_dir": str(out / "model")}
+    print("training an orientation model (under a minute) ...", flush=True)
+    model = train_orientation(parse_orientation_config(train_raw, "embedded demo orientation config"), progress=False)
+    summary = run_map(scan, model, out, template=True, template_resolution_deg=raw["template_resolution_deg"],
+                      progress=False)
+    rows = []
+    for name, key in (("diffractnet", "ours"), ("pyxem template matching", "template")):
+        part = summary[key]
+        err = part.get("error", {})
+        rows.append({"method": name, "patterns/s": f"{part['patterns_per_s']:.0f}",
+                     "median error [deg]": f"{err['raw']['median_deg']:.2f}" if err else "-",
+                     "p90 error [deg]": f"{err['raw']['p90_deg']:.1f}" if err else "-",
+                     "median, 180° beam flip counted right": f"{err['beam_flip_equal']['median_deg']:.2f}" if err else "-"})
+    ny, nx = summary["scan_shape"]
+    section = Section("Orientation map of a 4D-STEM scan (LiNiO2)", paragraphs=[
+        f"A synthetic {ny}×{nx} nanobeam scan of a LiNiO2 polycrystal ({spec.n_grains} Voronoi grains, soft grain "
+        f"boundaries, thickness {spec.physics.thickness_A[0]:.0f}–{spec.physics.thickness_A[1]:.0f} Å, per-spot "
+        f"intensity perturbation, {spec.physics.dose_e:.0f} electrons per pattern). The model never saw the scan: it "
+        "trained for under a minute on simulated single-grain patterns. Left to right: the truth, our map, pyxem's "
+        f"template matching (1° grid), and the misorientation of each to the truth. Files: orientation/ours.ang, "
+        f"orientation/ours.h5 (MTEX / orix), orientation/summary.json. Full-size comparison: bench/orientation.py."],
+        tables=[Table("Same scan, same CPU", rows)], figures=[FigureRef("Orientation maps", "orientation/maps.png")])
+    return summary, section
 
 
 def _embedded(name: str) -> dict:

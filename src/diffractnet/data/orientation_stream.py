@@ -29,15 +29,17 @@ def index_quaternions(seed: int, indices: list[int]) -> np.ndarray:
 
 
 class SimulatedOrientations(torch.utils.data.Dataset):
-    """Endless simulated patterns of one crystal (``VIRTUAL_SIZE`` distinct orientations)."""
+    """Endless simulated patterns of one crystal (``VIRTUAL_SIZE`` distinct orientations); ``transform``
+    turns (B, H, W) detector images into the network input (default: binned, log-scaled images)."""
 
     def __init__(self, crystal, physics: ScanPhysics, input_size_px: int, *, seed: int = 0,
                  dose_range_e: tuple[float, float] | None = None, mix_fraction: float = 0.1,
-                 fixed_noise: bool = False, size: int = VIRTUAL_SIZE) -> None:
+                 fixed_noise: bool = False, size: int = VIRTUAL_SIZE, transform=None) -> None:
         self.crystal, self.physics, self.input_size_px = crystal, physics, int(input_size_px)
         self.seed, self.dose_range_e, self.mix_fraction = seed, dose_range_e, float(mix_fraction)
         self.fixed_noise, self.size = fixed_noise, int(size)
         self._simulator = None
+        self.transform = transform or (lambda images: preprocess_for_model(images, self.input_size_px))
 
     def __len__(self) -> int:
         return self.size
@@ -68,7 +70,7 @@ class SimulatedOrientations(torch.utils.data.Dataset):
             images[mix] = images[mix] * w[:, None, None] + other * (1 - w)[:, None, None]
         images = add_shot_noise(images, self.physics.dose_e if dose is None else dose, gen)
         rotations = quaternion_to_matrix(torch.from_numpy(q)).float()
-        return preprocess_for_model(images, self.input_size_px), rotations
+        return self.transform(images), rotations
 
 
 class LabelledScanPatterns(torch.utils.data.Dataset):
@@ -79,7 +81,7 @@ class LabelledScanPatterns(torch.utils.data.Dataset):
     """
 
     def __init__(self, patterns, quaternions: np.ndarray, confidence: np.ndarray, input_size_px: int,
-                 keep_fraction: float = 1.0) -> None:
+                 keep_fraction: float = 1.0, transform=None) -> None:
         from diffractnet.index.template import select_confident_mask
 
         q, conf = np.asarray(quaternions, dtype=np.float64), np.asarray(confidence, dtype=np.float64)
@@ -89,7 +91,8 @@ class LabelledScanPatterns(torch.utils.data.Dataset):
         ys, xs = np.nonzero(keep)
         self.positions = np.stack([ys, xs], 1)
         rows = [np.asarray(patterns[y, x], dtype=np.float32) for y, x in self.positions]
-        self.images = preprocess_for_model(torch.from_numpy(np.stack(rows)), input_size_px)
+        raw = torch.from_numpy(np.stack(rows))
+        self.images = transform(raw) if transform is not None else preprocess_for_model(raw, input_size_px)
         self.rotations = quaternion_to_matrix(torch.from_numpy(q[keep])).float()
 
     def __len__(self) -> int:

@@ -32,9 +32,9 @@ class RefineSettings:
     stage sees the spots of orientations a few degrees away); ``min_g_invA`` reflections nearer the direct beam
     are ignored; ``intensity_power`` on |F|² (1: the matched filter of linear intensities)."""
 
-    smooth_px: tuple[float, ...] = (2.5, 1.2)
-    start_step_deg: tuple[float, ...] = (2.0, 0.5)
-    width_scale: tuple[float, ...] = (3.0, 1.0)
+    smooth_px: tuple[float, ...] = (1.2,)
+    start_step_deg: tuple[float, ...] = (1.0,)
+    width_scale: tuple[float, ...] = (1.0,)
     min_step_deg: float = 0.05
     max_iterations: int = 12
     reflections: int = 48
@@ -51,8 +51,7 @@ class RefineSettings:
         width = math.sqrt(3) / (math.pi * t_mean)
         if getattr(physics, "precession_deg", 0):
             width = max(width, 0.5 * math.radians(physics.precession_deg))  # precession opens the window
-        return cls(**{"excitation_width_invA": width, "smooth_px": (2 * physics.spot_sigma_px, physics.spot_sigma_px),
-                      **changes})
+        return cls(**{"excitation_width_invA": width, "smooth_px": (physics.spot_sigma_px,), **changes})
 
 
 def _axis_angle_matrices(axes_angles: torch.Tensor) -> torch.Tensor:

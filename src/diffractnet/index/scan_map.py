@@ -22,8 +22,9 @@ from diffractnet.errors import DataError
 @dataclass
 class OrientationMap:
     """Per probe position: ``quaternions`` (ny, nx, 4) (lab → crystal), ``confidence`` (ny, nx) in (0, 1]
-    from the network's own error estimate, ``predicted_error_deg``, ``correlation`` (refinement score,
-    NaN without refinement); ``seconds`` of compute for the scan, ``patterns_per_s``; ``crystal``."""
+    (beam-direction head: the network's probability on its candidate classes; regression head: from
+    its own error estimate), ``predicted_error_deg`` (regression head; NaN otherwise), ``correlation``
+    (refinement score, NaN without refinement); ``seconds`` of compute for the scan, ``patterns_per_s``; ``crystal``."""
 
     quaternions: np.ndarray
     confidence: np.ndarray
@@ -42,7 +43,7 @@ class OrientationIndexer:
     """A trained orientation model (``model.safetensors``) ready to index patterns of its material."""
 
     def __init__(self, model_path: str | Path, *, refine: bool = True, device: str = "cpu",
-                 batch_size: int = 512) -> None:
+                 batch_size: int = 256, candidates: int = 4) -> None:
         from diffractnet.data.polycrystal import resolve_crystal
         from diffractnet.data.scan_physics import ScanPhysics
         from diffractnet.models.checkpoint import load_model
@@ -53,8 +54,10 @@ class OrientationIndexer:
         self.physics = ScanPhysics(**self.meta["physics"])
         self.input_size = int(self.meta["image_size"])
         self.clamp = self.meta.get("output_clamp")
-        self.refine = refine
+        self.refine, self.candidates = refine, int(candidates)
+        self.head = self.meta.get("head", "regression")
         self._refiner = None
+        self._bank = None
 
     def check_scan(self, pattern_shape: tuple[int, int], reciprocal_px_invA: float | None, where: str) -> None:
         """``DataError`` if the scan's detector does not match what the model was trained for."""
@@ -76,6 +79,37 @@ class OrientationIndexer:
             self._refiner = (key, Refiner(self.crystal, self.physics.voltage_kV, px_invA, size_px, settings))
         return self._refiner[1]
 
+    def _bank_for(self, size_px: int, px_invA: float):
+        """Beam-direction classes and templates for this detector (built once per calibration)."""
+        from diffractnet.index.beam_directions import BeamDirectionBank
+        from diffractnet.index.polar import PolarFeatures, PolarGrid
+
+        key = (size_px, round(px_invA, 8))
+        if self._bank is None or self._bank[0] != key:
+            physics = self.physics.model_copy(update={"image_size_px": size_px, "reciprocal_px_invA": px_invA})
+            grid = PolarGrid.for_detector(size_px, px_invA, harmonics=self.input_size, radii=self.input_size)
+            bank = BeamDirectionBank(self.crystal, self.meta["bin_deg"], physics, grid)
+            if len(bank) != self.meta["num_outputs"]:
+                raise DataError(f"model has {self.meta['num_outputs']} beam-direction classes but this orix gives "
+                                f"{len(bank)} at {self.meta['bin_deg']} deg; use the orix version it was trained with")
+            self._bank = (key, bank, PolarFeatures(grid, px_invA))
+        return self._bank[1], self._bank[2]
+
+    def _beam_direction(self, batch: torch.Tensor, px: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network → top candidate classes → in-plane angle by FFT correlation → best (rotation, correlation)."""
+        bank, features = self._bank_for(batch.shape[-1], px)
+        polar = features.polar(batch)
+        from diffractnet.index.polar import invariant_features
+
+        logits = self.model(invariant_features(polar, features.grid.harmonics).to(self.device)).float().cpu()
+        if self.clamp:
+            logits = logits.clamp(-self.clamp, self.clamp)
+        top = logits.topk(min(self.candidates, logits.shape[-1]), dim=-1)
+        rotations, scores = bank.inplane(polar, top.indices)
+        best = scores.argmax(dim=-1)
+        prob = torch.softmax(logits, -1).gather(1, top.indices).sum(-1)  # mass on the candidates
+        return rotations[torch.arange(len(batch)), best], prob
+
     @torch.no_grad()
     def index(self, patterns: np.ndarray | torch.Tensor, reciprocal_px_invA: float | None = None) -> dict[str, np.ndarray]:
         """(N, H, W) patterns → dict of ``quaternions`` (N, 4), ``predicted_error_deg``, ``confidence``,
@@ -85,20 +119,24 @@ class OrientationIndexer:
 
         images = torch.as_tensor(np.asarray(patterns, dtype=np.float32))
         px = reciprocal_px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / images.shape[-1]
-        rots, errs, corrs = [], [], []
+        rots, errs, corrs, confs = [], [], [], []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size]
-            out = self.model(preprocess_for_model(batch, self.input_size).to(self.device)).float().cpu()
-            if self.clamp:
-                out = out.clamp(-self.clamp, self.clamp)
-            rot, err = decode_outputs(out)
+            if self.head == "beam_direction":  # confidence: the network's probability on its candidates
+                rot, conf = self._beam_direction(batch, px)
+                err = torch.full((len(batch),), float("nan"))
+            else:
+                out = self.model(preprocess_for_model(batch, self.input_size).to(self.device)).float().cpu()
+                if self.clamp:
+                    out = out.clamp(-self.clamp, self.clamp)
+                rot, err = decode_outputs(out)
+                conf = confidence_from_error(err)
             corr = torch.full((len(batch),), float("nan"))
             if self.refine:
                 rot, corr = self._refiner_for(images.shape[-1], px).refine(batch, rot)
-            rots.append(rot), errs.append(err), corrs.append(corr)
-        err = torch.cat(errs).numpy()
-        return {"quaternions": matrices_to_quaternions(torch.cat(rots)), "predicted_error_deg": err,
-                "confidence": confidence_from_error(err), "correlation": torch.cat(corrs).numpy()}
+            rots.append(rot), errs.append(err), corrs.append(corr), confs.append(conf)
+        return {"quaternions": matrices_to_quaternions(torch.cat(rots)), "predicted_error_deg": torch.cat(errs).numpy(),
+                "confidence": torch.cat(confs).numpy(), "correlation": torch.cat(corrs).numpy()}
 
 
 def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None = None, rows_per_block: int | None = None,
