@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from diffractnet.errors import DataError, DiffractNetError
+from diffractnet.analysis.orientation_maps import misorientation_deg
 from diffractnet.index.template import (
     AZIMUTHAL_BINS,
     TemplateResult,
     build_template_library,
     match_scan,
-    misorientation_deg,
     pyxem_to_quaternions,
     select_confident,
 )

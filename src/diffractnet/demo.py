@@ -99,7 +99,7 @@ def run_demo(out: Path, workers: int = 2) -> dict:
     t_data = time.perf_counter() - t0
     raw_train = _embedded("demo_train.yaml")
     raw_train.update(dataset=str(out / "dataset"), output_dir=str(out / "train"))
-    print("training a small CNN (about 3 min on 2 cores) ...", flush=True)
+    print("training a small CNN (about 2 min on 2 cores) ...", flush=True)
     model_path = train(parse_train_config(raw_train, where="embedded demo train config"), progress=True)
     t_train = time.perf_counter() - t0 - t_data
     data_section = Section("Data", paragraphs=[

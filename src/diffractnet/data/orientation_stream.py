@@ -82,12 +82,12 @@ class LabelledScanPatterns(torch.utils.data.Dataset):
 
     def __init__(self, patterns, quaternions: np.ndarray, confidence: np.ndarray, input_size_px: int,
                  keep_fraction: float = 1.0, transform=None) -> None:
-        from diffractnet.index.template import select_confident_mask
+        from diffractnet.index.template import select_confident
 
         q, conf = np.asarray(quaternions, dtype=np.float64), np.asarray(confidence, dtype=np.float64)
         if q.shape[:-1] != conf.shape or q.shape[:2] != tuple(patterns.shape[:2]) or q.shape[-1] != 4:
             raise DataError(f"labels {q.shape} / confidence {conf.shape} do not match the scan {tuple(patterns.shape)}")
-        keep = select_confident_mask(conf, keep_fraction)
+        keep = select_confident(conf, keep_fraction)
         ys, xs = np.nonzero(keep)
         self.positions = np.stack([ys, xs], 1)
         rows = [np.asarray(patterns[y, x], dtype=np.float32) for y, x in self.positions]

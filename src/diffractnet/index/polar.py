@@ -43,28 +43,37 @@ class PolarGrid:
         """The largest grid inside the detector (2 px margin)."""
         return cls(**{"r_max_invA": (image_size_px / 2 - 2) * reciprocal_px_invA, **changes})
 
-
-def _smooth(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """Separable Gaussian smoothing of (B, H, W)."""
-    r = max(1, int(math.ceil(3 * sigma_px)))
-    x = torch.arange(-r, r + 1, dtype=images.dtype)
-    k = torch.exp(-0.5 * (x / sigma_px) ** 2)
-    k = k / k.sum()
-    out = torch.nn.functional.conv2d(images[:, None], k[None, None, None, :], padding=(0, r))
-    return torch.nn.functional.conv2d(out, k[None, None, :, None], padding=(r, 0))[:, 0]
+    @classmethod
+    def for_model(cls, physics, input_size_px: int, image_size_px: int | None = None,
+                  reciprocal_px_invA: float | None = None) -> "PolarGrid":
+        """The grid an orientation model of ``input_size_px`` reads (``input_size_px`` radii and harmonics),
+        band-pass at the spot width of ``physics``, on its detector or the one given."""
+        return cls.for_detector(image_size_px or physics.image_size_px, reciprocal_px_invA or physics.reciprocal_px_invA,
+                                radii=input_size_px, harmonics=input_size_px, smooth_px=physics.spot_sigma_px)
 
 
 def band_pass(images: torch.Tensor, smooth_px: float, background_px: float) -> torch.Tensor:
-    """(B, H, W) patterns (any scale) → difference of Gaussians of the mean-normalised patterns."""
+    """(B, H, W) patterns (any scale) → difference of Gaussians (σ ``smooth_px`` minus σ ``background_px``,
+    at least twice the first) of the mean-normalised patterns, in one FFT (circular edges: the
+    detector's border is far from the spots that matter)."""
     img = images.float()
     img = img / img.mean(dim=(1, 2), keepdim=True).clamp(min=1e-12)
-    return _smooth(img, smooth_px) - _smooth(img, max(background_px, 2 * smooth_px))
+    h, w = img.shape[-2:]
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    f2 = (2 * math.pi) ** 2 * (fy**2 + fx**2)
+    wide = max(background_px, 2 * smooth_px)
+    transfer = torch.exp(-0.5 * smooth_px**2 * f2) - torch.exp(-0.5 * wide**2 * f2)
+    return torch.fft.irfft2(torch.fft.rfft2(img) * transfer, s=(h, w))
 
 
-def polar_images(images: torch.Tensor, grid: PolarGrid, reciprocal_px_invA: float) -> torch.Tensor:
+def polar_images(images: torch.Tensor, grid: PolarGrid, reciprocal_px_invA: float,
+                 band_passed: torch.Tensor | None = None) -> torch.Tensor:
     """(B, H, W) patterns (direct beam at the centre) → (B, radii, azimuths) polar images of the band-passed
-    patterns (negative values clipped: spots only), each scaled to unit r.m.s."""
-    bp = band_pass(images, grid.smooth_px, grid.background_px).clamp(min=0)
+    patterns (negative values clipped: spots only), each scaled to unit r.m.s. ``band_passed``: the
+    patterns' ``band_pass`` with the grid's widths, if already computed."""
+    bp = band_pass(images, grid.smooth_px, grid.background_px) if band_passed is None else band_passed
+    bp = bp.clamp(min=0)
     size = images.shape[-1]
     r = torch.linspace(grid.r_min_invA, grid.r_max_invA, grid.radii) / reciprocal_px_invA
     theta = torch.arange(grid.azimuths) * (2 * math.pi / grid.azimuths)
@@ -88,8 +97,8 @@ class PolarFeatures:
     def __init__(self, grid: PolarGrid, reciprocal_px_invA: float) -> None:
         self.grid, self.reciprocal_px_invA = grid, float(reciprocal_px_invA)
 
-    def polar(self, images: torch.Tensor) -> torch.Tensor:
-        return polar_images(images, self.grid, self.reciprocal_px_invA)
+    def polar(self, images: torch.Tensor, band_passed: torch.Tensor | None = None) -> torch.Tensor:
+        return polar_images(images, self.grid, self.reciprocal_px_invA, band_passed)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return invariant_features(self.polar(images), self.grid.harmonics)

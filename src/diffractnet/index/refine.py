@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from diffractnet.index.polar import band_pass
 from diffractnet.physics.reflections import reflection_set
 from diffractnet.physics.spots import SpotSimulator
 from diffractnet.structures.crystal import Crystal
@@ -41,7 +42,7 @@ class RefineSettings:
     excitation_width_invA: float = 0.01
     min_g_invA: float = 0.15
     intensity_power: float = 1.0
-    try_beam_flip: bool = True
+    try_beam_flip: bool = False
     background_px: float = 6.0
 
     @classmethod
@@ -70,23 +71,6 @@ def _neighbour_steps() -> torch.Tensor:
     """(27, 3) unit-step rotation vectors: the 3×3×3 grid around zero (zero first)."""
     grid = torch.stack(torch.meshgrid(*[torch.tensor([0.0, -1.0, 1.0])] * 3, indexing="ij"), -1).reshape(-1, 3)
     return grid
-
-
-def _smooth(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """Separable Gaussian smoothing of (B, H, W)."""
-    if sigma_px <= 0:
-        return images
-    r = max(1, int(math.ceil(3 * sigma_px)))
-    x = torch.arange(-r, r + 1, dtype=images.dtype)
-    k = torch.exp(-0.5 * (x / sigma_px) ** 2)
-    k = k / k.sum()
-    out = torch.nn.functional.conv2d(images[:, None], k[None, None, None, :], padding=(0, r))
-    return torch.nn.functional.conv2d(out, k[None, None, :, None], padding=(r, 0))[:, 0]
-
-
-def _band_pass(images: torch.Tensor, sigma_px: float, background_px: float) -> torch.Tensor:
-    """Difference of Gaussians: spots kept, diffuse background and the direct beam's tail removed."""
-    return _smooth(images, sigma_px) - _smooth(images, max(background_px, 2 * sigma_px))
 
 
 class Refiner:
@@ -135,23 +119,24 @@ class Refiner:
                                                  align_corners=True)[:, 0]  # (B, C, K)
         return (w * values).sum(-1) / w.norm(dim=-1).clamp(min=1e-12)
 
-    def refine(self, images: torch.Tensor, rotations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def refine(self, images: torch.Tensor, rotations: torch.Tensor,
+               band_passed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(refined rotations (B, 3, 3), correlation score (B,)) for patterns ``images`` (B, H, W) and
-        starting ``rotations`` (B, 3, 3) (lab → crystal).
+        starting ``rotations`` (B, 3, 3) (lab → crystal); ``band_passed`` the images' ``band_pass`` at the
+        last stage's widths, if already computed.
 
         The 180° turn about the beam is refined alongside through the coarse stage and the better of
         the two kept; the score is the template correlation divided by the image's r.m.s. contrast.
         """
         st = self.settings
-        img = images.float()
-        img = img / img.mean(dim=(1, 2), keepdim=True).clamp(min=1e-12)
-        n = len(img)
+        n = len(images)
         rot = rotations.float()
         if st.try_beam_flip:
             rot = torch.cat([rot, rot @ torch.diag(torch.tensor([-1.0, -1.0, 1.0]))])
         for sigma, step0, scale in zip(st.smooth_px, st.start_step_deg, st.width_scale):
             self._width = st.excitation_width_invA * scale
-            smoothed = _band_pass(img, sigma, st.background_px)
+            last = sigma == st.smooth_px[-1] and band_passed is not None
+            smoothed = band_passed if last else band_pass(images, sigma, st.background_px)
             if len(rot) > n:
                 smoothed2 = torch.cat([smoothed, smoothed])
                 rot, _ = self._search(smoothed2, rot, step0)

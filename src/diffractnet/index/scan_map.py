@@ -43,7 +43,7 @@ class OrientationIndexer:
     """A trained orientation model (``model.safetensors``) ready to index patterns of its material."""
 
     def __init__(self, model_path: str | Path, *, refine: bool = True, device: str = "cpu",
-                 batch_size: int = 256, candidates: int = 4) -> None:
+                 batch_size: int = 256, candidates: int = 2) -> None:
         from diffractnet.data.polycrystal import resolve_crystal
         from diffractnet.data.scan_physics import ScanPhysics
         from diffractnet.models.checkpoint import load_model
@@ -79,15 +79,21 @@ class OrientationIndexer:
             self._refiner = (key, Refiner(self.crystal, self.physics.voltage_kV, px_invA, size_px, settings))
         return self._refiner[1]
 
+    def _grid(self, size_px: int, px_invA: float):
+        """The polar grid (and band-pass widths) of this model at this detector."""
+        from diffractnet.index.polar import PolarGrid
+
+        return PolarGrid.for_model(self.physics, self.input_size, size_px, px_invA)
+
     def _bank_for(self, size_px: int, px_invA: float):
         """Beam-direction classes and templates for this detector (built once per calibration)."""
         from diffractnet.index.beam_directions import BeamDirectionBank
-        from diffractnet.index.polar import PolarFeatures, PolarGrid
+        from diffractnet.index.polar import PolarFeatures
 
         key = (size_px, round(px_invA, 8))
         if self._bank is None or self._bank[0] != key:
             physics = self.physics.model_copy(update={"image_size_px": size_px, "reciprocal_px_invA": px_invA})
-            grid = PolarGrid.for_detector(size_px, px_invA, harmonics=self.input_size, radii=self.input_size)
+            grid = self._grid(size_px, px_invA)
             bank = BeamDirectionBank(self.crystal, self.meta["bin_deg"], physics, grid)
             if len(bank) != self.meta["num_outputs"]:
                 raise DataError(f"model has {self.meta['num_outputs']} beam-direction classes but this orix gives "
@@ -95,10 +101,10 @@ class OrientationIndexer:
             self._bank = (key, bank, PolarFeatures(grid, px_invA))
         return self._bank[1], self._bank[2]
 
-    def _beam_direction(self, batch: torch.Tensor, px: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Network → top candidate classes → in-plane angle by FFT correlation → best (rotation, correlation)."""
+    def _beam_direction(self, batch: torch.Tensor, px: float, band_passed: torch.Tensor):
+        """Network → top candidate classes → in-plane angle by FFT correlation → (best rotation, confidence)."""
         bank, features = self._bank_for(batch.shape[-1], px)
-        polar = features.polar(batch)
+        polar = features.polar(batch, band_passed)
         from diffractnet.index.polar import invariant_features
 
         logits = self.model(invariant_features(polar, features.grid.harmonics).to(self.device)).float().cpu()
@@ -115,6 +121,7 @@ class OrientationIndexer:
         """(N, H, W) patterns → dict of ``quaternions`` (N, 4), ``predicted_error_deg``, ``confidence``,
         ``correlation`` (N,)."""
         from diffractnet.data.scan_physics import preprocess_for_model
+        from diffractnet.index.polar import band_pass
         from diffractnet.tasks.orientation import confidence_from_error, decode_outputs, matrices_to_quaternions
 
         images = torch.as_tensor(np.asarray(patterns, dtype=np.float32))
@@ -122,8 +129,10 @@ class OrientationIndexer:
         rots, errs, corrs, confs = [], [], [], []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size]
+            grid = self._grid(batch.shape[-1], px)
+            bp = band_pass(batch, grid.smooth_px, grid.background_px)  # shared by the polar view and the refiner
             if self.head == "beam_direction":  # confidence: the network's probability on its candidates
-                rot, conf = self._beam_direction(batch, px)
+                rot, conf = self._beam_direction(batch, px, bp)
                 err = torch.full((len(batch),), float("nan"))
             else:
                 out = self.model(preprocess_for_model(batch, self.input_size).to(self.device)).float().cpu()
@@ -133,7 +142,7 @@ class OrientationIndexer:
                 conf = confidence_from_error(err)
             corr = torch.full((len(batch),), float("nan"))
             if self.refine:
-                rot, corr = self._refiner_for(images.shape[-1], px).refine(batch, rot)
+                rot, corr = self._refiner_for(images.shape[-1], px).refine(batch, rot, bp)
             rots.append(rot), errs.append(err), corrs.append(corr), confs.append(conf)
         return {"quaternions": matrices_to_quaternions(torch.cat(rots)), "predicted_error_deg": torch.cat(errs).numpy(),
                 "confidence": torch.cat(confs).numpy(), "correlation": torch.cat(corrs).numpy()}

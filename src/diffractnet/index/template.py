@@ -311,38 +311,20 @@ def match_scan(data, library: TemplateLibrary, *, frac_keep: float = 1.0, n_best
                           patterns_per_s=n_patterns / max(seconds, 1e-12), frac_keep=frac_keep)
 
 
-def select_confident(result: TemplateResult, keep_fraction: float) -> np.ndarray:
+def select_confident(result: TemplateResult | np.ndarray, keep_fraction: float) -> np.ndarray:
     """Boolean mask (ny, nx) of the ``keep_fraction`` (0 < f ≤ 1) of scan pixels with the highest
-    correlation (at least one pixel; ties broken by scan order), for pseudo-labelling."""
+    correlation (a ``TemplateResult``, or the scores themselves) — at least one pixel; ties broken by
+    scan order — for pseudo-labelling."""
     try:
         fraction = float(keep_fraction)
     except (TypeError, ValueError):
         fraction = float("nan")
     if not (math.isfinite(fraction) and 0 < fraction <= 1):
         raise DataError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
-    score = np.nan_to_num(np.asarray(result.correlation, dtype=np.float64), nan=-np.inf)
+    scores = result.correlation if isinstance(result, TemplateResult) else result
+    score = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
     n_keep = max(1, int(round(fraction * score.size)))
     order = np.argsort(-score.ravel(), kind="stable")
     mask = np.zeros(score.size, dtype=bool)
     mask[order[:n_keep]] = True
     return mask.reshape(score.shape)
-
-
-def misorientation_deg(q_a, q_b, crystal: Crystal, beam_flip_equal: bool = False) -> np.ndarray:
-    """Symmetry-aware misorientation [deg] between quaternions ``q_a`` and ``q_b`` (..., 4) of ``crystal``
-    (its Laue group). With ``beam_flip_equal`` an answer turned 180° about the beam (lab z) counts as
-    equal (kinematic patterns are nearly centrosymmetric, so template matching cannot tell them apart)."""
-    from orix.quaternion import Orientation, Rotation
-
-    from diffractnet.physics.orientations import laue_group
-
-    a, b = np.asarray(q_a, dtype=np.float64), np.asarray(q_b, dtype=np.float64)
-    if a.shape != b.shape or a.shape[-1] != 4:
-        raise DataError(f"quaternion arrays must both be (..., 4), got {a.shape} and {b.shape}")
-    group = laue_group(crystal)
-    truth = Orientation(b.reshape(-1, 4), symmetry=group)
-    angle = Orientation(a.reshape(-1, 4), symmetry=group).angle_with(truth, degrees=True)
-    if beam_flip_equal:
-        turned = (Rotation(a.reshape(-1, 4)) * Rotation.from_axes_angles([0.0, 0.0, 1.0], np.pi)).data
-        angle = np.minimum(angle, Orientation(turned, symmetry=group).angle_with(truth, degrees=True))
-    return np.asarray(angle).reshape(a.shape[:-1])

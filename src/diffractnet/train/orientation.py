@@ -130,10 +130,7 @@ def model_input(config: "OrientationTrainConfig"):
 
     if config.head == "regression":
         return lambda images: preprocess_for_model(images, config.input_size_px)
-    p = config.physics
-    grid = PolarGrid.for_detector(p.image_size_px, p.reciprocal_px_invA, harmonics=config.input_size_px,
-                                  radii=config.input_size_px)
-    return PolarFeatures(grid, p.reciprocal_px_invA)
+    return PolarFeatures(PolarGrid.for_model(config.physics, config.input_size_px), config.physics.reciprocal_px_invA)
 
 
 class OrientationDataModule(L.LightningDataModule):
