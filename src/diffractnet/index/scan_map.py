@@ -79,6 +79,17 @@ class OrientationIndexer:
             self._refiner = (key, Refiner(self.crystal, self.physics.voltage_kV, px_invA, size_px, settings))
         return self._refiner[1]
 
+    def prepare(self, size_px: int, px_invA: float | None = None) -> float:
+        """Build the class templates and the refiner for this detector now; returns the seconds it took
+        (reported as set-up, like a template library, not as indexing time)."""
+        started = time.perf_counter()
+        px = px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / size_px
+        if self.head == "beam_direction":
+            self._bank_for(size_px, px)[0].template_fft
+        if self.refine:
+            self._refiner_for(size_px, px)
+        return time.perf_counter() - started
+
     def _grid(self, size_px: int, px_invA: float):
         """The polar grid (and band-pass widths) of this model at this detector."""
         from diffractnet.index.polar import PolarGrid
@@ -160,6 +171,7 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
     rows = rows_per_block or max(1, 2048 // nx)
+    setup_seconds = indexer.prepare(scan.pattern_shape[0], scan.reciprocal_px_invA)
     fields = {"quaternions": np.zeros((ny, nx, 4)), "predicted_error_deg": np.zeros((ny, nx)),
               "confidence": np.zeros((ny, nx)), "correlation": np.zeros((ny, nx))}
     seconds = 0.0
@@ -182,7 +194,8 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
         bar.update((y1 - y0) * nx)
     bar.close()
     return OrientationMap(**fields, seconds=seconds, crystal=indexer.crystal,
-                          info={"refined": indexer.refine, "model": indexer.meta.get("arch")})
+                          info={"refined": indexer.refine, "model": indexer.meta.get("arch"),
+                                "setup_seconds": setup_seconds})
 
 
 def _save_block(path: Path, arrays: dict) -> None:
