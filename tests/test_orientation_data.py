@@ -154,8 +154,6 @@ def test_preprocess_for_model_bins_scales_and_is_dose_independent(crystals):
     assert preprocess_for_model(raw, SIZE_PX).shape == (2, 1, SIZE_PX, SIZE_PX)
 
 
-@pytest.mark.xfail(strict=True, reason="preprocess_for_model silently bins 64 px by 64//24 = 2 to 32 px instead of "
-                                       "refusing a size that does not divide the pattern (or returning 24 px)")
 def test_preprocess_for_model_refuses_a_size_that_does_not_divide_the_pattern():
     images = torch.rand(1, SIZE_PX, SIZE_PX)
     try:
@@ -356,10 +354,6 @@ def test_resume_with_another_blocking_is_refused(tmp_path, monkeypatch):
         generate_polycrystal(_spec(), path, rows_per_block=3)
 
 
-@pytest.mark.xfail(strict=True, reason="data.polycrystal.generate_polycrystal resumes a '.partial' scan started from "
-                                       "another spec (same shape and calibration, e.g. another seed) without a word: "
-                                       "ScanWriter stores the spec in attrs but never compares it, so the scan mixes "
-                                       "blocks of two specs and its truth file matches only the last one")
 def test_resume_with_another_spec_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "s.zarr"
     _interrupt_after_first_block(_spec(), path, monkeypatch)

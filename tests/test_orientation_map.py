@@ -135,9 +135,6 @@ def test_map_scan_resumes_only_missing_blocks(mapped, scan_path, beam_model, mon
     assert calls == []
 
 
-@pytest.mark.xfail(strict=True, reason="index.scan_map.map_scan reuses any rows_<y0>_<y1>.npz in work_dir without "
-                                       "checking which model / refine setting made it: mapping with another model (or "
-                                       "run_map again with --no-refine into the same --out) returns the old results")
 def test_map_scan_does_not_reuse_blocks_of_another_model(mapped, scan_path, regression_model, tmp_path):
     import shutil
 

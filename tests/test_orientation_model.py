@@ -466,9 +466,6 @@ def test_rerun_with_more_epochs_trains_only_the_new_one(tmp_path, cli_run, monke
     assert json.loads((copy / "train_summary.json").read_text())["epochs_completed"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="train.fit.fit_module: Lightning's CSVLogger deletes logs/version_0/metrics.csv "
-                                       "of the earlier run when the same output_dir is re-run (resume), so a resumed "
-                                       "run loses its training log (here it is gone entirely)")
 def test_rerun_keeps_the_training_log(cli_run):
     from diffractnet.cli import main
 

@@ -166,6 +166,7 @@ def generate_polycrystal(spec: PolycrystalSpec, path: str | Path, rows_per_block
     crystal = resolve_crystal(spec.material)
     layout = grain_layout(spec, crystal)
     p = spec.physics
+    _check_resumable(path, spec)
     writer = ScanWriter(path, tuple(spec.scan_shape), (p.image_size_px, p.image_size_px),
                         reciprocal_px_invA=p.reciprocal_px_invA, voltage_kV=p.voltage_kV, scan_step_nm=spec.scan_step_nm,
                         attrs={"diffractnet_polycrystal": json.loads(spec.model_dump_json())},
@@ -179,6 +180,21 @@ def generate_polycrystal(spec: PolycrystalSpec, path: str | Path, rows_per_block
              material=np.array(spec.material), space_group=np.array(crystal.space_group_number))
     tmp.replace(truth)
     return writer.finish()
+
+
+def _check_resumable(path: Path, spec: PolycrystalSpec) -> None:
+    """``DataError`` if an unfinished scan at ``path`` was started from a different spec."""
+    import zarr
+
+    partial = path.with_name(path.name + ".partial")
+    if not partial.exists():
+        return
+    try:
+        stored = dict(zarr.open_group(str(partial), mode="r").attrs).get("attrs", {}).get("diffractnet_polycrystal")
+    except Exception:  # unreadable: ScanWriter reports it in its own words
+        return
+    if stored is not None and stored != json.loads(spec.model_dump_json()):
+        raise DataError(f"unfinished scan '{partial}' was started from another spec; remove it or use the same spec")
 
 
 def load_truth(path: str | Path) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ import torch
 from pydantic import Field, model_validator
 
 from diffractnet._config import StrictModel
+from diffractnet.errors import DataError
 from diffractnet.physics.spots import SpotSimulator
 from diffractnet.render.detector import Detector
 from diffractnet.render.images import render_patterns
@@ -113,6 +114,9 @@ def preprocess_for_model(images: torch.Tensor, size_px: int) -> torch.Tensor:
     Area-average binning to ``size_px`` (H must be a multiple of it), normalisation by the mean count
     (dose-independent), log scaling as seed 000 does (log1p), then division by the maximum.
     """
+    if images.shape[-1] != images.shape[-2] or images.shape[-1] % size_px:
+        raise DataError(f"patterns of {images.shape[-2]}x{images.shape[-1]} px cannot be binned to {size_px} px; "
+                        f"use square patterns whose side is a multiple of {size_px}")
     x = images.float()[:, None]
     factor = x.shape[-1] // size_px
     if factor > 1:

@@ -49,6 +49,7 @@ class OrientationIndexer:
         from diffractnet.models.checkpoint import load_model
 
         self.model, self.meta = load_model(model_path, task="orientation", device=device)
+        self.model_path = Path(model_path)
         self.device, self.batch_size = torch.device(device), int(batch_size)
         self.crystal = resolve_crystal(self.meta["material"])
         self.physics = ScanPhysics(**self.meta["physics"])
@@ -169,7 +170,7 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
     ny, nx = scan.scan_shape
     work = Path(work_dir) if work_dir is not None else None
     if work is not None:
-        work.mkdir(parents=True, exist_ok=True)
+        _claim_work_dir(work, indexer, scan)
     rows = rows_per_block or max(1, 2048 // nx)
     setup_seconds = indexer.prepare(scan.pattern_shape[0], scan.reciprocal_px_invA)
     fields = {"quaternions": np.zeros((ny, nx, 4)), "predicted_error_deg": np.zeros((ny, nx)),
@@ -196,6 +197,28 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
     return OrientationMap(**fields, seconds=seconds, crystal=indexer.crystal,
                           info={"refined": indexer.refine, "model": indexer.meta.get("arch"),
                                 "setup_seconds": setup_seconds})
+
+
+def _claim_work_dir(work: Path, indexer: OrientationIndexer, scan) -> None:
+    """Block results are reused only for the same model file, settings and scan; otherwise they are cleared."""
+    import hashlib
+    import json
+
+    work.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(Path(indexer.model_path).read_bytes()).hexdigest()
+    key = {"model_sha256": digest, "refine": indexer.refine, "candidates": indexer.candidates,
+           "scan": str(scan.path), "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape)}
+    stamp = work / "blocks.json"
+    try:
+        same = json.loads(stamp.read_text()) == key
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        for old in work.glob("rows_*.npz"):
+            old.unlink()
+        tmp = stamp.with_name(".blocks.json.tmp")
+        tmp.write_text(json.dumps(key))
+        tmp.replace(stamp)
 
 
 def _save_block(path: Path, arrays: dict) -> None:

@@ -66,10 +66,47 @@ def fit_module(config, module, datamodule, has_val: bool, progress: bool):
                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=5,
                         default_root_dir=config.output_dir, num_sanity_val_steps=0)
     started = time.perf_counter()
+    log = config.output_dir / "logs" / "version_0" / "metrics.csv"
+    earlier = _set_aside_log(log) if trainer.global_rank == 0 else None
     with warnings.catch_warnings():  # a deprecation inside Lightning itself, not ours to fix
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(config), weights_only=True)
+    if earlier is not None:
+        _merge_logs(earlier, log, log)
+        earlier.unlink()
     return trainer, time.perf_counter() - started
+
+
+def _set_aside_log(log: Path) -> Path | None:
+    """Lightning's CSV logger starts ``metrics.csv`` afresh on a resumed run: keep the earlier rows beside it
+    (merged with any from a run killed after an earlier resume) to put back afterwards."""
+    earlier = log.with_name("metrics_before_resume.csv")
+    if log.is_file():
+        if earlier.is_file():
+            _merge_logs(earlier, log, earlier)
+            log.unlink()
+        else:
+            log.replace(earlier)
+    return earlier if earlier.is_file() else None
+
+
+def _merge_logs(first: Path, second: Path, out: Path) -> None:
+    """Rows of ``first`` then ``second`` (columns united, in first-seen order) → ``out``, atomically."""
+    import csv
+
+    rows, columns = [], []
+    for path in (first, second):
+        if path.is_file():
+            with path.open(newline="") as handle:
+                reader = csv.DictReader(handle)
+                columns += [c for c in reader.fieldnames or [] if c not in columns]
+                rows += list(reader)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out)
 
 
 def prepare_run(config, progress: bool) -> None:
