@@ -62,19 +62,9 @@ def augment_of(config: TrainConfig) -> Augment | None:
     return None if config.augment is None else Augment(**config.augment.model_dump())
 
 
-class PatternDataModule(L.LightningDataModule):
-    """Train and validation loaders over ``config.dataset``; targets as requested by ``label_map``."""
-
-    def __init__(self, config: TrainConfig, label_map, targets: tuple[str, ...]) -> None:
-        super().__init__()
-        self.config, self.label_map, self.targets = config, label_map, targets
-
-    def setup(self, stage: str | None = None) -> None:
-        det, aug = detector_of(self.config), augment_of(self.config)
-        root = self.config.dataset
-        self.train_set = Labelled(SpotDataset(root, "train", det, aug, target=self.targets), self.label_map)
-        val = SpotDataset(root, "val", det, aug, target=self.targets, seed=self.config.seed)
-        self.val_set = Labelled(val, self.label_map) if len(val) else None
+class EpochDataModule(L.LightningDataModule):
+    """Loaders of batched datasets (``train_set``, ``val_set`` set by ``setup``) through ``EpochBatches``,
+    sized by ``config.trainer`` (batch size, patterns per epoch, workers) and seeded by ``config.seed``."""
 
     def _loader(self, dataset, shuffle: bool, per_epoch: int | None) -> torch.utils.data.DataLoader:
         trainer = self.trainer
@@ -89,3 +79,18 @@ class PatternDataModule(L.LightningDataModule):
 
     def val_dataloader(self):
         return [] if self.val_set is None else self._loader(self.val_set, False, None)
+
+
+class PatternDataModule(EpochDataModule):
+    """Train and validation loaders over ``config.dataset``; targets as requested by ``label_map``."""
+
+    def __init__(self, config: TrainConfig, label_map, targets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.config, self.label_map, self.targets = config, label_map, targets
+
+    def setup(self, stage: str | None = None) -> None:
+        det, aug = detector_of(self.config), augment_of(self.config)
+        root = self.config.dataset
+        self.train_set = Labelled(SpotDataset(root, "train", det, aug, target=self.targets), self.label_map)
+        val = SpotDataset(root, "val", det, aug, target=self.targets, seed=self.config.seed)
+        self.val_set = Labelled(val, self.label_map) if len(val) else None

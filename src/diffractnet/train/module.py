@@ -11,7 +11,22 @@ from diffractnet.models.registry import create_model
 IGNORE = -100
 
 
-class ClassifierModule(L.LightningModule):
+class ZooModule(L.LightningModule):
+    """What every task's module shares: train/validation steps through the subclass's ``_step(batch,
+    stage)`` and the optimizer/schedule from ``hparams.optimizer``/``scheduler``/``max_epochs``."""
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        return build_optimizers(self.model.parameters(), self.hparams.optimizer, self.hparams.scheduler,
+                                self.hparams.max_epochs)
+
+
+class ClassifierModule(ZooModule):
     """Wraps ``create_model(arch, ...)``; hyper-parameters are plain values so checkpoints load with
     ``weights_only=True``."""
 
@@ -35,16 +50,6 @@ class ClassifierModule(L.LightningModule):
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
         self.log(f"{stage}_acc", acc, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
         return loss
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def configure_optimizers(self):
-        return build_optimizers(self.model.parameters(), self.hparams.optimizer, self.hparams.scheduler,
-                                self.hparams.max_epochs)
 
 
 def build_optimizers(params, optimizer: dict | None, scheduler: dict | None, max_epochs: int):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
 from pydantic import Field
@@ -21,7 +20,8 @@ from diffractnet.data.scan_physics import ScanPhysics
 from diffractnet.models.registry import create_model
 from diffractnet.tasks.orientation import NUM_OUTPUTS, orientation_loss
 from diffractnet.train.config import EarlyStoppingSpec, ModelSpec, OptimizerSpec, SchedulerSpec, TrainerSpec
-from diffractnet.train.module import build_optimizers
+from diffractnet.train.datamodule import EpochDataModule
+from diffractnet.train.module import ZooModule
 
 
 class LabelledScanSpec(StrictModel):
@@ -69,7 +69,7 @@ def load_orientation_config(path: str | Path) -> OrientationTrainConfig:
     return parse_orientation_config(read_yaml(path, "orientation train config"), f"orientation train config '{path}'")
 
 
-class OrientationModule(L.LightningModule):
+class OrientationModule(ZooModule):
     """A zoo model and its orientation loss: ``regression`` — 7 outputs (6D rotation + error estimate),
     symmetry-aware geodesic loss; ``beam_direction`` — one logit per beam-direction class, cross-entropy
     against a Gaussian over symmetry-reduced angles. ``output_clamp`` limits the raw outputs (seed 000)."""
@@ -112,16 +112,6 @@ class OrientationModule(L.LightningModule):
                  sync_dist=not on_step)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def configure_optimizers(self):
-        return build_optimizers(self.model.parameters(), self.hparams.optimizer, self.hparams.scheduler,
-                                self.hparams.max_epochs)
-
 
 def model_input(config: "OrientationTrainConfig"):
     """The callable turning (B, H, W) detector patterns into this model's input."""
@@ -133,7 +123,7 @@ def model_input(config: "OrientationTrainConfig"):
     return PolarFeatures(PolarGrid.for_model(config.physics, config.input_size_px), config.physics.reciprocal_px_invA)
 
 
-class OrientationDataModule(L.LightningDataModule):
+class OrientationDataModule(EpochDataModule):
     """Simulated (or labelled-scan) training batches and a fixed simulated validation set."""
 
     def __init__(self, config: OrientationTrainConfig, crystal) -> None:
@@ -154,23 +144,6 @@ class OrientationDataModule(L.LightningDataModule):
         self.val_set = SimulatedOrientations(self.crystal, c.physics, c.input_size_px, seed=c.seed + 7919,
                                              mix_fraction=0.0, fixed_noise=True, size=c.val_patterns,
                                              transform=transform) if c.val_patterns else None
-
-    def _loader(self, dataset, shuffle: bool, per_epoch: int | None):
-        from diffractnet.train.datamodule import EpochBatches
-
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = EpochBatches(len(dataset), self.config.trainer.batch_size, per_epoch, self.config.seed, shuffle,
-                               rank, world)
-        workers = self.config.trainer.num_workers
-        return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers,
-                                           persistent_workers=workers > 0)
-
-    def train_dataloader(self):
-        return self._loader(self.train_set, True, self.config.trainer.train_patterns_per_epoch)
-
-    def val_dataloader(self):
-        return [] if self.val_set is None else self._loader(self.val_set, False, None)
 
 
 def _labelled_dataset(config: OrientationTrainConfig, transform):
