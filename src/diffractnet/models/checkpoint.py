@@ -30,6 +30,9 @@ def save_model(path: str | Path, model: nn.Module, metadata: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     st_save(model, str(tmp), metadata={"diffractnet": json.dumps({"format": MODEL_FORMAT, **metadata})})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file 0600; a model is shared like any output
     os.replace(tmp, path)
     return path
 
