@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,3 +49,34 @@ def make_crystal(name: str):
 def crystals():
     """All ``PEER_ENTRIES`` as Crystals, by name."""
     return {name: make_crystal(name) for name in PEER_ENTRIES}
+
+
+# --- orientation: one tiny model per head, trained once per session, shared by the test files ---
+ORIENT_SIZE_PX, ORIENT_PX_INVA, ORIENT_INPUT_PX = 64, 0.04, 32
+
+
+def tiny_orientation_config(output_dir: Path, head: str = "beam_direction", **changes) -> dict:
+    """A seconds-long orientation run on Al: 64 px patterns binned to 32, one epoch of 64 patterns."""
+    return {"material": "Al", "head": head, "bin_deg": 10, "output_dir": str(output_dir), "seed": 0,
+            "physics": {"image_size_px": ORIENT_SIZE_PX, "reciprocal_px_invA": ORIENT_PX_INVA}, "input_size_px": ORIENT_INPUT_PX,
+            "val_patterns": 32,
+            "trainer": {"max_epochs": 1, "train_patterns_per_epoch": 64, "batch_size": 32, "num_workers": 0},
+            **changes}
+
+
+def shared_tiny_model(tmp_path_factory, head: str) -> Path:
+    """One tiny model per head for the whole session (a second call resumes: nothing left to train)."""
+    from diffractnet.train.orientation import parse_orientation_config, train_orientation
+
+    out = tmp_path_factory.getbasetemp() / f"orientation_model_{head}"
+    return train_orientation(parse_orientation_config(tiny_orientation_config(out, head)), progress=False)
+
+
+@pytest.fixture(scope="session")
+def beam_model(tmp_path_factory):
+    return shared_tiny_model(tmp_path_factory, "beam_direction")
+
+
+@pytest.fixture(scope="session")
+def regression_model(tmp_path_factory):
+    return shared_tiny_model(tmp_path_factory, "regression")

@@ -19,33 +19,8 @@ from diffractnet.errors import DataError
 from diffractnet.index.scan_map import OrientationIndexer, map_scan
 from diffractnet.io.scans import open_scan, write_scan
 
-SIZE_PX, PX_INVA, INPUT_PX = 64, 0.04, 32
+from conftest import ORIENT_INPUT_PX as INPUT_PX, ORIENT_PX_INVA as PX_INVA, ORIENT_SIZE_PX as SIZE_PX
 SCAN_SHAPE = (4, 5)
-
-
-def _tiny_config(output_dir: Path, head: str) -> dict:
-    """Same run as ``test_orientation_model.tiny_orientation_config`` (same folder: trained once per session)."""
-    return {"material": "Al", "head": head, "bin_deg": 10, "output_dir": str(output_dir), "seed": 0,
-            "physics": {"image_size_px": SIZE_PX, "reciprocal_px_invA": PX_INVA}, "input_size_px": INPUT_PX,
-            "val_patterns": 32,
-            "trainer": {"max_epochs": 1, "train_patterns_per_epoch": 64, "batch_size": 32, "num_workers": 0}}
-
-
-def _shared_tiny_model(tmp_path_factory, head: str) -> Path:
-    from diffractnet.train.orientation import parse_orientation_config, train_orientation
-
-    out = tmp_path_factory.getbasetemp() / f"orientation_model_{head}"
-    return train_orientation(parse_orientation_config(_tiny_config(out, head)), progress=False)
-
-
-@pytest.fixture(scope="module")
-def beam_model(tmp_path_factory):
-    return _shared_tiny_model(tmp_path_factory, "beam_direction")
-
-
-@pytest.fixture(scope="module")
-def regression_model(tmp_path_factory):
-    return _shared_tiny_model(tmp_path_factory, "regression")
 
 
 def _spec(**changes) -> PolycrystalSpec:

@@ -32,7 +32,8 @@ from diffractnet.tasks.orientation import (
     symmetry_matrices,
 )
 
-SIZE_PX, PX_INVA, INPUT_PX = 64, 0.04, 32
+from conftest import ORIENT_INPUT_PX as INPUT_PX, ORIENT_PX_INVA as PX_INVA, ORIENT_SIZE_PX as SIZE_PX
+from conftest import tiny_orientation_config
 
 
 def _rotations(n: int, seed: int) -> torch.Tensor:
@@ -321,33 +322,6 @@ def test_refinement_improves_a_one_degree_start(linio2_refine_case, stages):
 
 
 # ------------------------------------------------------------------------------------------- training
-
-
-def tiny_orientation_config(output_dir: Path, head: str = "beam_direction", **changes) -> dict:
-    """A seconds-long orientation run on Al: 64 px patterns binned to 32, one epoch of 64 patterns."""
-    return {"material": "Al", "head": head, "bin_deg": 10, "output_dir": str(output_dir), "seed": 0,
-            "physics": {"image_size_px": SIZE_PX, "reciprocal_px_invA": PX_INVA}, "input_size_px": INPUT_PX,
-            "val_patterns": 32,
-            "trainer": {"max_epochs": 1, "train_patterns_per_epoch": 64, "batch_size": 32, "num_workers": 0},
-            **changes}
-
-
-def shared_tiny_model(tmp_path_factory, head: str) -> Path:
-    """One tiny model per head for the whole session (a second call resumes: nothing left to train)."""
-    from diffractnet.train.orientation import parse_orientation_config, train_orientation
-
-    out = tmp_path_factory.getbasetemp() / f"orientation_model_{head}"
-    return train_orientation(parse_orientation_config(tiny_orientation_config(out, head)), progress=False)
-
-
-@pytest.fixture(scope="module")
-def beam_model(tmp_path_factory):
-    return shared_tiny_model(tmp_path_factory, "beam_direction")
-
-
-@pytest.fixture(scope="module")
-def regression_model(tmp_path_factory):
-    return shared_tiny_model(tmp_path_factory, "regression")
 
 
 def test_beam_direction_model_metadata(beam_model, crystals):

@@ -159,6 +159,12 @@ def write_summary(config, trainer, model_path: Path, best: str | None, seconds: 
     """``train_summary.json`` beside the model (atomic)."""
     ckpt = trainer.checkpoint_callback
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    earlier = config.output_dir / "train_summary.json"
+    if earlier.is_file():  # a resumed run that had nothing left to train keeps the last metrics it knew
+        try:
+            metrics = {**json.loads(earlier.read_text()).get("final_metrics", {}), **metrics}
+        except ValueError:
+            pass
     summary = {"model": str(model_path), "best_checkpoint": best, "best_score": float(ckpt.best_model_score)
                if ckpt is not None and ckpt.best_model_score is not None else None,
                "epochs_completed": trainer.current_epoch, "fit_seconds_this_run": round(seconds, 1),
