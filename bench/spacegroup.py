@@ -38,6 +38,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--cubic36-minutes", type=float, default=10.0, help="0 skips the 36-group run")
     p.add_argument("--tilt", type=float, default=0.5, help="largest tilt off the zone axis [deg]")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--scale", type=float, nargs=2, default=[0.92, 1.08], metavar=("MIN", "MAX"),
+                   help="range of the random scale (camera length / voltage) augmentation")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (minutes → seconds); figures meaningless")
     return p.parse_args()
 
@@ -54,7 +56,7 @@ def dataset_config(name: str, out: Path, groups: list[int], per_zone: int, tilt:
 
 
 def train_config(dataset: Path, out: Path, model: str, minutes: float, patterns_per_s: float, scheme: str,
-                 threads: int) -> dict:
+                 threads: int, scale: tuple[float, float] = (0.92, 1.08)) -> dict:
     """Epochs sized so the run ends within ``minutes`` at the expected speed; max_time as a guard."""
     per_epoch = 16384
     epochs = max(2, int(minutes * 60 * patterns_per_s / per_epoch))
@@ -62,7 +64,7 @@ def train_config(dataset: Path, out: Path, model: str, minutes: float, patterns_
     return {"dataset": str(dataset), "output_dir": str(out), "seed": 7,
             "model": {"name": model, "kwargs": kwargs}, "labels": {"scheme": scheme},
             "image": {"size_px": 64, "reciprocal_px_invA": 0.04, "spot_sigma_px": 1.0, "intensity_power": 0.5},
-            "augment": {"center_shift_px": 2, "scale": [0.92, 1.08], "spot_sigma_px": [0.8, 1.4],
+            "augment": {"center_shift_px": 2, "scale": list(scale), "spot_sigma_px": [0.8, 1.4],
                         "background": [0.0, 0.1], "dose_e": [3000, 30000]},
             "optimizer": {"name": "adamw", "lr": 0.002 if model == "small_cnn" else 0.001, "weight_decay": 1e-4},
             "scheduler": {"name": "cosine"},
@@ -73,13 +75,14 @@ def train_config(dataset: Path, out: Path, model: str, minutes: float, patterns_
 EXPECTED_PATTERNS_PER_S = {"small_cnn": 300.0, "resnet18": 170.0}
 
 
-def run_model(name: str, dataset: Path, out: Path, minutes: float, scheme: str, threads: int) -> dict:
+def run_model(name: str, dataset: Path, out: Path, minutes: float, scheme: str, threads: int,
+              scale: tuple[float, float] = (0.92, 1.08)) -> dict:
     from diffractnet.tasks.spacegroup_report import evaluate
     from diffractnet.train import train
     from diffractnet.train.config import parse_train_config
 
     config = parse_train_config(train_config(dataset, out / "train", name, minutes,
-                                             EXPECTED_PATTERNS_PER_S.get(name, 150.0), scheme, threads))
+                                             EXPECTED_PATTERNS_PER_S.get(name, 150.0), scheme, threads, scale))
     started = time.perf_counter()
     model_path = train(config, progress=False)
     seconds = time.perf_counter() - started
@@ -135,15 +138,17 @@ def main() -> int:
     t0 = time.perf_counter()
     generate_dataset(parse_config(dataset_config("cubic5", data, SEED003_GROUPS, 2 if args.quick else 24, args.tilt)),
                      workers=2, progress=False)
-    results: dict = {"dataset_seconds": round(time.perf_counter() - t0, 1), "tilt_deg": args.tilt, "threads": args.threads}
+    results: dict = {"dataset_seconds": round(time.perf_counter() - t0, 1), "tilt_deg": args.tilt, "threads": args.threads,
+                     "scale_augmentation": list(args.scale)}
     minutes = dict(zip(args.models, args.minutes + [args.minutes[-1]] * len(args.models)))
     for name in args.models:
         print(f"training {name} ({minutes[name] * scale:.1f} min budget) ...", flush=True)
-        results[name] = run_model(name, data, args.out / name, minutes[name] * scale, "space_group", args.threads)
+        results[name] = run_model(name, data, args.out / name, minutes[name] * scale, "space_group", args.threads,
+                                  tuple(args.scale))
     if args.appearance_minutes > 0:
         print("training small_cnn on seed 003's appearance labels ...", flush=True)
         results["appearance_labels"] = run_model("small_cnn", data, args.out / "appearance", args.appearance_minutes * scale,
-                                                 "appearance", args.threads)
+                                                 "appearance", args.threads, tuple(args.scale))
     if args.cubic36_minutes > 0:
         print("all 36 cubic space groups ...", flush=True)
         results["cubic36"] = run_cubic36(args.out, args.cubic36_minutes * scale, args.tilt, args.threads, args.quick)

@@ -26,7 +26,9 @@ def suggest(trial, base: dict) -> dict:
     if config.get("model", {}).get("name", "small_cnn") == "small_cnn":
         kwargs["kernel_size"] = trial.suggest_categorical("kernel_size", [3, 5, 7])
     config["model"] = {**config.get("model", {}), "kwargs": kwargs}
-    clamp = trial.suggest_categorical("output_clamp", [0.0, 1.0, 3.0])
+    # clamp of the raw outputs (0: none); 6D rotation outputs live near ±1, class logits span ±10s
+    choices = [0.0, 1.0, 3.0] if config.get("head") == "regression" else [0.0, 5.0, 20.0]
+    clamp = trial.suggest_categorical("output_clamp", choices)
     config["output_clamp"] = clamp or None
     if config.get("labelled_scan"):
         config["labelled_scan"]["keep_fraction"] = trial.suggest_float("keep_fraction", 0.1, 1.0)
