@@ -1,12 +1,13 @@
 """Local orientation refinement: sharpen a network's estimate against the pattern itself.
 
-A network's regression is good to a few degrees; the spots of the pattern pin the orientation much
-better. For each pattern, starting from the network's rotation (and its 180° turn about the beam,
-which kinematic patterns barely tell apart), a pattern search over small rotations maximises the
+A network and a class template give an orientation good to a degree or two; the spots of the pattern
+pin it better. From that start (optionally also from its 180° turn about the beam, which kinematic
+patterns barely tell apart: ``try_beam_flip``), a pattern search over small rotations maximises the
 normalised correlation between the kinematic template (spot weights |F|²·exp(−(s/σ_s)²) at their
-detector positions) and the smoothed image sampled there; the step halves whenever no neighbour is
-better. Everything is batched tensors: all patterns × 27 candidate rotations × the K reflections
-nearest the Ewald sphere at the start, one ``grid_sample`` per step.
+detector positions) and the band-passed pattern sampled there (bicubic: bilinear sampling pulls a fit
+toward pixel centres by ~0.5°); the step halves whenever no neighbour is better. Everything is
+batched tensors: all patterns × 27 candidate rotations × the K reflections nearest the Ewald sphere
+at the start, one ``grid_sample`` per step.
 """
 
 from __future__ import annotations
