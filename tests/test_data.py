@@ -200,3 +200,20 @@ def test_torch_dataset_renders_and_loads_in_workers(tiny_dataset):
         SpotDataset(config.output_dir, "holdout", det)
     with pytest.raises(ConfigError, match="target"):
         SpotDataset(config.output_dir, "train", det, target="colour")
+
+
+def test_random_crystals_can_be_kept_for_training(tmp_path):
+    """``materials.random.split: train`` widens training only; the real materials split as before."""
+    raw = {**TINY, "orientations": {"zone_axes": [[0, 0, 1]], "per_zone_axis": 1},
+           "materials": {"library": TINY["materials"]["library"],
+                         "random": {"space_groups": [221, 229], "per_group": 2, "max_atoms": 8, "split": "train"}}}
+    card = json.loads(generate_dataset(parse_config({**raw, "output_dir": str(tmp_path / "r")}), workers=1,
+                                       progress=False).read_text())
+    synthetic = [m for m in card["materials"] if m["name"].startswith("random-")]
+    assert len(synthetic) == 4 and all(m["split"] == "train" for m in synthetic)
+    assert {m["space_group"] for m in synthetic} == {221, 229}
+    plain = json.loads(generate_dataset(_config(tmp_path, "plain"), workers=1, progress=False).read_text())
+    real = {m["name"]: m["split"] for m in card["materials"] if not m["name"].startswith("random-")}
+    assert real == {m["name"]: m["split"] for m in plain["materials"]}
+    with pytest.raises(ConfigError, match="split"):
+        parse_config({**raw, "materials": {"random": {"space_groups": [221], "split": "test"}}})

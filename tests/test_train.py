@@ -68,6 +68,10 @@ def test_fit_writes_model_log_and_schedule(trained):
     np.testing.assert_allclose(lrs[:3], [0.003, 0.0015, 0.00075], rtol=1e-6)  # exponential, gamma 0.5
     assert any(r.get("val_loss") for r in _metrics(trained))
     assert (trained / "checkpoints" / "last.ckpt").is_file()
+    from diffractnet.models import load_model
+
+    _, meta = load_model(trained / "model.safetensors", task="spacegroup")
+    assert 0.05 <= meta["temperature"] <= 20 and meta["temperature"] == summary["temperature"]  # fitted on val
 
 
 def test_early_stopping_min_delta(dataset, tmp_path):

@@ -26,16 +26,21 @@ def package_versions() -> dict[str, str]:
 
 
 def write_card(config, crystals: list[Crystal], splits: dict[str, str], units: list, digest: str) -> Path:
-    """Write ``card.json`` atomically beside the shards and return its path."""
+    """Write ``card.json`` atomically beside the shards and return its path. Each material lists its
+    ``apparent_space_groups``: its own and those of the dataset it mimics (``physics.pseudosymmetry``)."""
     patterns_per_material = Counter()
     for unit in units:
         patterns_per_material[unit.crystal.name] += unit.stop - unit.start
+    from diffractnet.physics.pseudosymmetry import apparent_space_groups
+
+    groups = sorted({c.space_group_number for c in crystals})
     materials = []
     for material_id, crystal in enumerate(crystals):
         materials.append({"material_id": material_id, "name": crystal.name, "formula": crystal.formula,
                           "lattice_abc_A": list(crystal.lattice_abc_A), "lattice_angles_deg": list(crystal.lattice_angles_deg),
                           **labels_of(crystal.space_group_number), "split": splits[crystal.name],
-                          "source": crystal.source, "n_patterns": patterns_per_material[crystal.name]})
+                          "source": crystal.source, "n_patterns": patterns_per_material[crystal.name],
+                          "apparent_space_groups": list(apparent_space_groups(crystal, groups, config.physics.g_max_invA))})
     counts: dict[str, dict] = {}
     for split in ("train", "val", "test"):
         rows = [m for m in materials if m["split"] == split]

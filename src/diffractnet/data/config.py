@@ -11,11 +11,17 @@ from diffractnet._config import StrictModel, read_yaml, validate
 
 
 class RandomCrystalsSpec(StrictModel):
-    """``per_group`` pyxtal crystals for each space group in ``space_groups``."""
+    """``per_group`` pyxtal crystals for each space group in ``space_groups``, with 2..``max_species``
+    species of ``elements`` and at most ``max_atoms`` atoms in the conventional cell. ``split``:
+    ``any`` — split like every other material; ``train`` — all of them train (synthetic crystals widen
+    the training set, validation and test stay on the real materials)."""
 
     space_groups: list[int]
     per_group: int = Field(1, ge=1)
     elements: list[str] | None = None
+    max_species: int = Field(3, ge=1, le=8)
+    max_atoms: int = Field(96, ge=1, le=500)
+    split: Literal["any", "train"] = "any"
 
     @field_validator("space_groups")
     @classmethod

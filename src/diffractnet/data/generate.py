@@ -20,6 +20,7 @@ from diffractnet.data.config import DatasetConfig
 from diffractnet.data.shards import shard_is_complete, write_shard
 from diffractnet.errors import ConfigError
 from diffractnet.structures.crystal import Crystal
+from diffractnet.structures.random_crystals import RANDOM_SOURCE
 from diffractnet.structures.symmetry import BRAVAIS_LATTICES, CRYSTAL_SYSTEMS, LAUE_CLASSES, labels_of
 
 
@@ -145,7 +146,8 @@ def generate_dataset(config: DatasetConfig, workers: int = 2, scheduler: str = "
     from diffractnet.data.splits import split_by_material
 
     crystals = resolve_materials(config.materials, config.seed)
-    splits = split_by_material({c.name: c.space_group_number for c in crystals}, config.split, config.seed)
+    splits = split_by_material({c.name: c.space_group_number for c in crystals}, _split_spec(config, crystals),
+                               config.seed)
     units = plan_units(config, crystals, splits)
     out = Path(config.output_dir)
     for stale in out.glob("*/.*.tmp"):  # left by a killed run
@@ -158,6 +160,16 @@ def generate_dataset(config: DatasetConfig, workers: int = 2, scheduler: str = "
     if tasks:
         _compute(tasks, scheduler if workers > 1 else "synchronous", workers, progress)
     return write_card(config, crystals, splits, units, digest)
+
+
+def _split_spec(config: DatasetConfig, crystals: list[Crystal]):
+    """The config's split, with the pyxtal random crystals sent to training when ``materials.random.split``
+    says ``train`` (names in ``split.fixed`` still go where they are told)."""
+    r = config.materials.random
+    if r is None or r.split != "train":
+        return config.split
+    synthetic = {c.name: "train" for c in crystals if c.source.startswith(RANDOM_SOURCE)}
+    return config.split.model_copy(update={"fixed": {**synthetic, **config.split.fixed}})
 
 
 def load_card(path: str | Path) -> dict:

@@ -32,14 +32,15 @@ def resolve_materials(spec: MaterialsSpec, seed: int) -> list[Crystal]:
     if spec.aflow_prototypes:
         crystals += _aflow(spec.aflow_prototypes, seed)
     if spec.random:
+        from diffractnet.errors import StructureError
         from diffractnet.structures.random_crystals import random_crystal
 
-        from diffractnet.errors import StructureError
-
-        for sg in spec.random.space_groups:
-            for k in range(spec.random.per_group):
+        r = spec.random
+        for sg in r.space_groups:
+            for k in range(r.per_group):
                 try:
-                    crystals.append(random_crystal(sg, seed=seed * 1_000_003 + sg * 1_000 + k, elements=spec.random.elements))
+                    crystals.append(random_crystal(sg, seed=seed * 1_000_003 + sg * 1_000 + k, elements=r.elements,
+                                                   max_species=r.max_species, max_atoms=r.max_atoms))
                 except StructureError as exc:  # pyxtal keeps landing on a supergroup for a few F groups
                     print(f"warning: skipped a random crystal: {exc}")
     if not crystals:

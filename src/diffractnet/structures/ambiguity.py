@@ -78,6 +78,17 @@ def _absent_mask(space_group: int, hkl: np.ndarray) -> np.ndarray:
     return absent
 
 
+def systematically_absent(space_group: int, hkl) -> np.ndarray:
+    """Bool mask over ``hkl`` rows (m, 3) (standard setting): the reflections ``space_group`` forbids."""
+    return _absent_mask(_check_group(space_group), hkl)
+
+
+def same_laue_group(group_a: int, group_b: int) -> bool:
+    """Whether two groups share their Laue group as lattice-basis matrices (so -3m1 and -31m differ)."""
+    a, b = _laue_matrices(_check_group(group_a)), _laue_matrices(_check_group(group_b))
+    return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
 # ---------------------------------------------------------------- level 1: global classes
 @lru_cache(maxsize=None)
 def absent_reflections(space_group: int, index_max: int = 12) -> frozenset[tuple[int, int, int]]:

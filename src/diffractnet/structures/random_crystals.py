@@ -8,6 +8,8 @@ from diffractnet.errors import StructureError
 from diffractnet.structures.crystal import Crystal
 from diffractnet.structures.symmetry import space_group_symbol
 
+RANDOM_SOURCE = "pyxtal random"  # how a random crystal's ``source`` begins
+
 # Elements common in inorganic crystals, drawn from when the caller gives none.
 DEFAULT_ELEMENTS = ("Li", "B", "C", "N", "O", "F", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "K", "Ca", "Ti",
                     "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga", "Ge", "Sr", "Y", "Zr", "Nb", "Mo",
@@ -35,7 +37,7 @@ def random_crystal(space_group: int, seed: int, elements: list[str] | None = Non
         raise StructureError(f"space group {space_group} has no Wyckoff position with <= {max_atoms} atoms")
     for attempt in range(attempts):
         # two or more species on several orbits rarely add symmetry by accident (one does, often)
-        n_species = int(rng.integers(min(2, len(pool)), min(max_species, len(pool)) + 1))
+        n_species = int(rng.integers(min(2, max_species, len(pool)), min(max_species, len(pool)) + 1))
         species = [str(x) for x in rng.choice(pool, size=n_species, replace=False)]
         counts = [int(rng.choice(multiplicities)) for _ in species]
         if sum(counts) > max_atoms:
@@ -48,7 +50,7 @@ def random_crystal(space_group: int, seed: int, elements: list[str] | None = Non
         if not xtal.valid:
             continue
         name = f"random-sg{space_group}-{seed}"
-        crystal = Crystal.from_pymatgen(xtal.to_pymatgen(), name=name, source=f"pyxtal random (seed {seed})")
+        crystal = Crystal.from_pymatgen(xtal.to_pymatgen(), name=name, source=f"{RANDOM_SOURCE} (seed {seed})")
         if crystal.space_group_number != int(space_group):
             continue  # spglib found a higher symmetry by accident; draw again
         return crystal

@@ -1,9 +1,15 @@
-"""Space-group classification: the coarser levels (crystal system, Laue class, Bravais) derived from
-space-group probabilities. Label maps live in ``train.labels``; evaluation and prediction beside this."""
+"""Space-group classification: calibrated probabilities, and the coarser levels (crystal system, Laue
+class, Bravais) derived from them. Label maps live in ``train.labels``; evaluation and prediction beside this.
+
+Calibration is temperature scaling (Guo et al. 2017): one number T, fitted after training on the
+validation materials by minimising the negative log-likelihood of softmax(logits / T). It changes no
+decision, only how sure the model says it is, and so how wide the "cannot tell apart" sets are.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from diffractnet.errors import ConfigError
 from diffractnet.structures.symmetry import bravais_lattice, crystal_system, laue_class
@@ -21,3 +27,30 @@ def coarse_probabilities(probs: np.ndarray, class_labels: tuple[int, ...], level
     for j, name in enumerate(names):
         out[:, unique.index(name)] += probs[:, j]
     return {"names": np.array(unique), "probs": out}
+
+
+@torch.no_grad()
+def class_probabilities(model: torch.nn.Module, meta: dict, images: torch.Tensor) -> np.ndarray:
+    """(N, 1, S, S) model inputs → (N, C) space-group probabilities, columns ``meta['class_labels']``,
+    at the model's calibrated temperature (``meta['temperature']``, 1 if absent)."""
+    from diffractnet.train.appearance import space_group_probabilities
+
+    logits = model(images).float() / float(meta.get("temperature") or 1.0)
+    return space_group_probabilities(torch.softmax(logits, -1).numpy(), meta)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The T > 0 minimising the mean cross-entropy of softmax(``logits`` / T) against ``labels``
+    ((N, C) floats, (N,) class indices; negative labels are ignored). 1.0 when nothing is labelled."""
+    from scipy.optimize import minimize_scalar
+
+    keep = labels >= 0
+    z, y = logits[keep].double(), labels[keep].long()
+    if len(y) == 0:
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        return float(torch.nn.functional.cross_entropy(z / np.exp(log_t), y))
+
+    best = minimize_scalar(nll, bounds=tuple(np.log(bounds)), method="bounded", options={"xatol": 1e-3})
+    return float(np.exp(best.x))

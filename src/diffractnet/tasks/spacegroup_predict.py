@@ -10,8 +10,7 @@ import torch
 from diffractnet.index.fusion import fuse_posteriors, prediction_set
 from diffractnet.io.patterns import load_pattern_image, prepare_for_model
 from diffractnet.structures.ambiguity import global_class_of
-from diffractnet.tasks.spacegroup import coarse_probabilities
-from diffractnet.train.appearance import space_group_probabilities
+from diffractnet.tasks.spacegroup import class_probabilities, coarse_probabilities
 
 
 def images_for_model(paths: list[str | Path], meta: dict, image_px_invA: float | None = None) -> torch.Tensor:
@@ -31,7 +30,7 @@ def predict_patterns(model: torch.nn.Module, meta: dict, images: torch.Tensor, c
     that no kinematic pattern at any orientation tells apart from it.
     """
     model.eval()
-    probs = space_group_probabilities(torch.softmax(model(images).float(), -1).numpy(), meta)
+    probs = class_probabilities(model, meta, images)
     labels = np.array(meta["class_labels"])
     prior = np.asarray(meta.get("class_prior") or np.full(len(labels), 1 / len(labels)))
     fused = fuse_posteriors(probs, prior)

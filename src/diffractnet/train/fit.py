@@ -138,7 +138,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     trainer, seconds = fit_module(config, module, datamodule, has_val, progress)
     model_path = config.output_dir / "model.safetensors"
     if trainer.global_rank == 0:
-        _export(config, trainer, module, label_map, card, seconds, model_path)
+        _export(config, trainer, module, label_map, card, seconds, model_path, datamodule.val_set)
     return model_path
 
 
@@ -174,17 +174,36 @@ def write_summary(config, trainer, model_path: Path, best: str | None, seconds: 
     os.replace(tmp, config.output_dir / "train_summary.json")
 
 
-def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds: float, path: Path) -> None:
-    """Best weights → ``model.safetensors`` with everything prediction needs; a JSON summary beside it."""
+def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds: float, path: Path,
+            val_set=None) -> None:
+    """Best weights → ``model.safetensors`` with everything prediction needs (the temperature fitted on
+    the validation set among it); a JSON summary beside it."""
     from diffractnet.models.checkpoint import save_model
     from diffractnet.tasks.spacegroup_eval import train_prior
 
     best = load_best(trainer, module)
+    temperature = _validation_temperature(module.model, val_set, config.trainer.batch_size)
     metadata = {"arch": config.model.name, "task": "spacegroup", "in_chans": 1,
                 "num_outputs": label_map.num_outputs, "image_size": config.image.size_px,
                 "model_kwargs": config.model.kwargs, **label_map.metadata(),
                 "image": config.image.model_dump(), "dataset": card["name"], "dataset_hash": card["config_hash"],
                 "class_prior": train_prior(card, label_map.class_labels).tolist(),
-                "seed": config.seed}
+                "temperature": temperature, "seed": config.seed}
     save_model(path, module.model.cpu(), metadata)
-    write_summary(config, trainer, path, best, seconds)
+    write_summary(config, trainer, path, best, seconds, {"temperature": temperature})
+
+
+@torch.no_grad()
+def _validation_temperature(model: torch.nn.Module, val_set, batch_size: int) -> float:
+    """Temperature scaling on the validation patterns (``tasks.spacegroup.fit_temperature``); 1.0 without them."""
+    from diffractnet.tasks.spacegroup import fit_temperature
+
+    if val_set is None or len(val_set) == 0:
+        return 1.0
+    model = model.cpu().eval()
+    logits, labels = [], []
+    for start in range(0, len(val_set), 4 * batch_size):
+        images, y = val_set[list(range(start, min(len(val_set), start + 4 * batch_size)))]
+        logits.append(model(images).float())
+        labels.append(y)
+    return round(fit_temperature(torch.cat(logits), torch.cat(labels)), 4)

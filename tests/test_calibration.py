@@ -1,0 +1,36 @@
+"""Temperature scaling: recovers a known temperature, ignores unlabelled patterns, is stored with the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffractnet.tasks.spacegroup import class_probabilities, fit_temperature
+
+
+@pytest.mark.parametrize("true_t", [0.5, 1.0, 3.0])
+def test_fit_temperature_recovers_the_temperature_labels_were_drawn_at(true_t):
+    gen = torch.Generator().manual_seed(0)
+    logits = 4 * torch.randn(20000, 5, generator=gen)
+    labels = torch.multinomial(torch.softmax(logits / true_t, -1), 1, generator=gen)[:, 0]
+    assert fit_temperature(logits, labels) == pytest.approx(true_t, rel=0.05)
+
+
+def test_fit_temperature_ignores_unlabelled_and_handles_none():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [5.0, -5.0]])
+    labels = torch.tensor([0, 1, -100])
+    # both labelled patterns are right: the sharper the better, up to the bound
+    assert 0.05 <= fit_temperature(logits, labels) < 0.1
+    assert fit_temperature(logits[:1], torch.tensor([-100])) == 1.0
+
+
+def test_class_probabilities_divide_logits_by_the_temperature():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]]))
+    images = torch.tensor([[[[2.0, 1.0], [0.0, 5.0]]]])
+    meta = {"class_labels": [221, 225, 229], "labels": {"scheme": "space_group"}}
+    for t in (1.0, 2.0):
+        expected = torch.softmax(torch.tensor([2.0, 1.0, 0.0]) / t, -1).numpy()
+        np.testing.assert_allclose(class_probabilities(model, {**meta, "temperature": t}, images)[0], expected, rtol=1e-6)
