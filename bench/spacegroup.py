@@ -13,7 +13,11 @@ Test patterns: every zone axis of the 13 symmetry-distinct cubic axes up to inde
 drew 16), random in-plane turns, random tilts up to ``--tilt`` degrees off the axis, Poisson noise
 at 5·10³–2·10⁴ electrons per pattern with diffuse background. Single-pattern "within set": the
 fewest most probable groups reaching 90 % probability hold the true group and are no more than the
-groups physics says give the same pattern at that zone axis.
+groups physics says give the same visible pattern: the reflections inside the disc every test image
+shows, at some zone axis, once scale, turn and mirror are free (``structures.visible_ambiguity``).
+"Mimic ok" also counts a group the material mimics kinematically (``physics.pseudosymmetry``).
+Epochs are sized from the training rate measured on this machine first, so each learning-rate
+schedule runs to its end inside its time budget.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--scale", type=float, nargs=2, default=[0.92, 1.08], metavar=("MIN", "MAX"),
                    help="range of the random scale (camera length / voltage) augmentation")
+    p.add_argument("--view", choices=["plain", "lattice"], default="lattice",
+                   help="classifier input: the pattern as rendered, or turned into its lattice frame")
     p.add_argument("--random-per-group", type=int, default=0,
                    help="pyxtal random crystals per group added to training only (0: built-in materials only)")
     p.add_argument("--random-max-atoms", type=int, default=32, help="largest conventional cell of a random crystal")
@@ -60,14 +66,15 @@ def dataset_config(name: str, out: Path, groups: list[int], per_zone: int, tilt:
 
 
 def train_config(dataset: Path, out: Path, model: str, minutes: float, patterns_per_s: float, scheme: str,
-                 threads: int, scale: tuple[float, float] = (0.92, 1.08)) -> dict:
+                 threads: int, scale: tuple[float, float] = (0.92, 1.08), view: str = "plain") -> dict:
     """Epochs sized so the run ends within ``minutes`` at the expected speed; max_time as a guard."""
-    per_epoch = 16384
-    epochs = max(2, int(minutes * 60 * patterns_per_s / per_epoch))
+    per_epoch = 8192
+    epochs = max(2, int(minutes * 60 * 0.95 * patterns_per_s / per_epoch))  # 5 %: validation and checkpoints
     kwargs = {"width": 16} if model == "small_cnn" else {}
     return {"dataset": str(dataset), "output_dir": str(out), "seed": 7,
             "model": {"name": model, "kwargs": kwargs}, "labels": {"scheme": scheme},
-            "image": {"size_px": 64, "reciprocal_px_invA": 0.04, "spot_sigma_px": 1.0, "intensity_power": 0.5},
+            "image": {"size_px": 64, "reciprocal_px_invA": 0.04, "spot_sigma_px": 1.0, "intensity_power": 0.5,
+                      "view": view},
             "augment": {"center_shift_px": 2, "scale": list(scale), "spot_sigma_px": [0.8, 1.4],
                         "background": [0.0, 0.1], "dose_e": [3000, 30000]},
             "optimizer": {"name": "adamw", "lr": 0.002 if model == "small_cnn" else 0.001, "weight_decay": 1e-4},
@@ -76,17 +83,57 @@ def train_config(dataset: Path, out: Path, model: str, minutes: float, patterns_
                         "threads": threads, "max_minutes": minutes * 1.1}}
 
 
-EXPECTED_PATTERNS_PER_S = {"small_cnn": 300.0, "resnet18": 170.0}
+def measure_training_rate(raw_config: dict, steps: int = 16, warmup: int = 4) -> float:
+    """Training patterns/s of this config on this machine: the real loader (rendering in its worker), forward,
+    backward and optimizer step, timed over ``steps`` batches after ``warmup``. Sizing the epochs from it
+    lets the learning-rate schedule run to its end inside the time budget (a guess that is too high
+    leaves the cosine schedule cut off halfway, at a high learning rate)."""
+    import torch
+
+    from diffractnet.train.config import parse_train_config
+    from diffractnet.train.datamodule import PatternDataModule
+    from diffractnet.train.labels import build_label_map
+    from diffractnet.data.generate import load_card
+    from diffractnet.render.canonical import VIEWS
+    from diffractnet.train.module import ClassifierModule
+
+    config = parse_train_config(raw_config)
+    label_map = build_label_map(config, load_card(config.dataset))
+    module = ClassifierModule(config.model.name, label_map.num_outputs, config.image.size_px, config.model.kwargs,
+                              None, config.optimizer.model_dump(), in_chans=VIEWS[config.image.view])
+    data = PatternDataModule(config, label_map, label_map.targets)
+    data.trainer = None
+    data.setup("fit")
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    loader = iter(data.train_dataloader())
+    for i in range(warmup + steps):
+        if i == warmup:
+            started = time.perf_counter()
+        images, labels = next(loader)
+        loss = torch.nn.functional.cross_entropy(module(images), labels, ignore_index=-100)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return steps * config.trainer.batch_size / (time.perf_counter() - started)
+
+
+def calibrated_train_config(dataset: Path, out: Path, model: str, minutes: float, scheme: str, threads: int,
+                            scale: tuple[float, float] = (0.92, 1.08), view: str = "plain") -> dict:
+    """``train_config`` with its epochs sized by the measured training rate."""
+    probe = train_config(dataset, out, model, minutes, 1.0, scheme, threads, scale, view)
+    rate = measure_training_rate(probe)
+    print(f"  {model}: {rate:.0f} training patterns/s measured; epochs sized to {minutes:.1f} min", flush=True)
+    return train_config(dataset, out, model, minutes, rate, scheme, threads, scale, view)
 
 
 def run_model(name: str, dataset: Path, out: Path, minutes: float, scheme: str, threads: int,
-              scale: tuple[float, float] = (0.92, 1.08)) -> dict:
+              scale: tuple[float, float] = (0.92, 1.08), view: str = "plain") -> dict:
     from diffractnet.tasks.spacegroup_report import evaluate
     from diffractnet.train import train
     from diffractnet.train.config import parse_train_config
 
-    config = parse_train_config(train_config(dataset, out / "train", name, minutes,
-                                             EXPECTED_PATTERNS_PER_S.get(name, 150.0), scheme, threads, scale))
+    config = parse_train_config(calibrated_train_config(dataset, out / "train", name, minutes, scheme, threads, scale,
+                                                        view))
     started = time.perf_counter()
     model_path = train(config, progress=False)
     seconds = time.perf_counter() - started
@@ -101,7 +148,7 @@ def run_model(name: str, dataset: Path, out: Path, minutes: float, scheme: str, 
             "test_materials": summary["test_materials"], "report": str(out / "eval" / "report.html")}
 
 
-def run_cubic36(root: Path, minutes: float, tilt: float, threads: int, quick: bool) -> dict:
+def run_cubic36(root: Path, minutes: float, tilt: float, threads: int, quick: bool, view: str = "plain") -> dict:
     """All 36 cubic groups: built-in cubic materials plus pyxtal random crystals of every group."""
     import numpy as np
 
@@ -116,8 +163,8 @@ def run_cubic36(root: Path, minutes: float, tilt: float, threads: int, quick: bo
     data = root / "cubic36" / "data"
     generate_dataset(parse_config(dataset_config("cubic36", data, CUBIC36, 1 if quick else 4, tilt,
                                                  random_per_group=1 if quick else 5)), workers=2, progress=False)
-    config = parse_train_config(train_config(data, root / "cubic36" / "train", "small_cnn", minutes,
-                                             EXPECTED_PATTERNS_PER_S["small_cnn"], "space_group", threads))
+    config = parse_train_config(calibrated_train_config(data, root / "cubic36" / "train", "small_cnn", minutes,
+                                                        "space_group", threads, view=view))
     started = time.perf_counter()
     model, meta = load_model(train(config, progress=False), task="spacegroup")
     seconds = time.perf_counter() - started
@@ -146,19 +193,21 @@ def main() -> int:
                                                  args.random_per_group, random_split="train",
                                                  random_max_atoms=args.random_max_atoms)), workers=2, progress=False)
     results: dict = {"dataset_seconds": round(time.perf_counter() - t0, 1), "tilt_deg": args.tilt, "threads": args.threads,
-                     "scale_augmentation": list(args.scale), "random_per_group": args.random_per_group}
+                     "scale_augmentation": list(args.scale), "random_per_group": args.random_per_group,
+                     "view": args.view}
     minutes = dict(zip(args.models, args.minutes + [args.minutes[-1]] * len(args.models)))
     for name in args.models:
         print(f"training {name} ({minutes[name] * scale:.1f} min budget) ...", flush=True)
         results[name] = run_model(name, data, args.out / name, minutes[name] * scale, "space_group", args.threads,
-                                  tuple(args.scale))
+                                  tuple(args.scale), args.view)
     if args.appearance_minutes > 0:
         print("training small_cnn on seed 003's appearance labels ...", flush=True)
         results["appearance_labels"] = run_model("small_cnn", data, args.out / "appearance", args.appearance_minutes * scale,
-                                                 "appearance", args.threads, tuple(args.scale))
+                                                 "appearance", args.threads, tuple(args.scale), args.view)
     if args.cubic36_minutes > 0:
         print("all 36 cubic space groups ...", flush=True)
-        results["cubic36"] = run_cubic36(args.out, args.cubic36_minutes * scale, args.tilt, args.threads, args.quick)
+        results["cubic36"] = run_cubic36(args.out, args.cubic36_minutes * scale, args.tilt, args.threads, args.quick,
+                                         args.view)
     _print_table(results, args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +219,8 @@ def _print_table(results: dict, args: argparse.Namespace) -> None:
     rows = [(name, results[name]) for name in [*args.models, "appearance_labels"] if name in results]
     print(f"\nSpace groups {SEED003_GROUPS}, unseen test materials: {', '.join(rows[0][1]['test_materials'])}")
     print(f"zone axes (13, index <= 3) + random tilts <= {args.tilt} deg, Poisson noise; {args.threads} CPU threads")
-    print(f"training materials: built-in + {args.random_per_group} pyxtal random crystals per group (training only)")
+    print(f"training materials: built-in + {args.random_per_group} pyxtal random crystals per group (training only); "
+          f"input view: {args.view}")
     head = (f"{'model':<22}{'single top-1':>13}{'within set':>12}{'fused-3 top-1':>15}{'seed003 mean':>14}"
             f"{'train min':>11}{'fused-3 mimic ok':>18}")
     print(head)

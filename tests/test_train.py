@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from diffractnet.cli import main
@@ -197,3 +198,32 @@ def test_predict_rejects_foreign_and_corrupt_checkpoints(trained, tmp_path, caps
     corrupt.write_bytes((trained / "model.safetensors").read_bytes()[:500])
     assert main(["predict", str(corrupt), str(image)]) == 2
     assert "corrupt.safetensors" in capsys.readouterr().err
+
+
+def test_lattice_view_in_training_and_prediction(dataset, tmp_path, capsys):
+    """A model trained on the lattice view records it, and ``predict`` prepares images in that view: a turned
+    pattern reaches the network (almost) unchanged, while the plain view passes the turn on."""
+    from diffractnet.demo import render_zone_axis
+    from diffractnet.models import load_model
+    from diffractnet.tasks.spacegroup_predict import images_for_model
+
+    raw = _train_raw(dataset, tmp_path / "lattice", image={"view": "lattice"}, trainer={"max_epochs": 1})
+    model = train(parse_train_config(raw), progress=False)
+    _, meta = load_model(model, task="spacegroup")
+    assert meta["image"]["view"] == "lattice" and meta["in_chans"] == 1
+    paths = []
+    for turn in (0.0, 50.0, 140.0):
+        image, _ = render_zone_axis("Cu", (0, 1, 1), image_size_px=48, reciprocal_px_invA=0.06, rotation_deg=turn)
+        paths.append(tmp_path / f"cu_{int(turn)}.npy")
+        np.save(paths[-1], image)
+    capsys.readouterr()
+    assert main(["predict", str(model), *map(str, paths), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["per_pattern"]) == 3
+    disc = (torch.arange(32) - 15.5) ** 2
+    disc = ((disc[:, None] + disc[None, :]) < 15**2).float()
+
+    def spread(view: str) -> float:
+        x = images_for_model(paths, {**meta, "image": {**meta["image"], "view": view}})[:, 0] * disc
+        return float(max((x[i] - x[0]).abs().sum() / x[0].abs().sum() for i in (1, 2)))
+
+    assert spread("lattice") < 0.3 < spread("plain")

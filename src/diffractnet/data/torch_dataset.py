@@ -17,6 +17,7 @@ import torch
 
 from diffractnet.data.shards import Shard, read_shard
 from diffractnet.errors import ConfigError, DataError
+from diffractnet.render.canonical import model_view
 from diffractnet.render.detector import Detector
 from diffractnet.render.images import render_patterns
 
@@ -36,7 +37,8 @@ class Augment:
 
 
 class SpotDataset(torch.utils.data.Dataset):
-    """Patterns of one split of a dataset folder as (image (1, H, W) float32 in [0, 1], target).
+    """Patterns of one split of a dataset folder as (image (1, H, W) float32 in [0, 1], target), in the
+    classifier's input ``view`` (``render.canonical.model_view``).
 
     ``target`` is one of ``TARGETS`` (or a tuple of them → a dict). With ``seed`` set, the same
     index always gives the same image (validation); without it, the augmentation is drawn afresh
@@ -44,10 +46,11 @@ class SpotDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path, split: str, detector: Detector, augment: Augment | None = None,
-                 target: str | tuple[str, ...] = "space_group", seed: int | None = None, cache_shards: int = 256):
+                 target: str | tuple[str, ...] = "space_group", seed: int | None = None, cache_shards: int = 256,
+                 view: str = "plain"):
         from diffractnet.data.generate import load_card
 
-        self.root, self.detector, self.augment, self.seed = Path(root), detector, augment, seed
+        self.root, self.detector, self.augment, self.seed, self.view = Path(root), detector, augment, seed, view
         targets = (target,) if isinstance(target, str) else tuple(target)
         unknown = [t for t in targets if t not in TARGETS]
         if unknown:
@@ -121,7 +124,7 @@ class SpotDataset(torch.utils.data.Dataset):
         images = render_patterns(offsets, torch.from_numpy(np.concatenate(xy)), torch.from_numpy(np.concatenate(inten)),
                                  self.detector, generator=gen, **self._draw(gen, len(rows)))
         images = images / images.amax(dim=(1, 2), keepdim=True).clamp(min=1e-12)
-        return images[:, None], self._targets(rows)
+        return model_view(images[:, None], self.view), self._targets(rows)
 
     def _draw(self, gen: torch.Generator, n: int) -> dict:
         """Per-pattern augmentation parameters (empty without augmentation)."""

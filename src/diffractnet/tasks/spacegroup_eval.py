@@ -19,6 +19,7 @@ from diffractnet.errors import DataError
 from diffractnet.index.fusion import ensemble_mean, fuse_posteriors, prediction_set
 from diffractnet.render.detector import detector_from_image_spec
 from diffractnet.structures.ambiguity import zone_ambiguity
+from diffractnet.structures.visible_ambiguity import visible_zone_ambiguity
 from diffractnet.structures.crystal import lattice_matrix
 from diffractnet.tasks.spacegroup import class_probabilities
 
@@ -43,7 +44,7 @@ def predict_split(model: torch.nn.Module, meta: dict, dataset: Path, split: str 
                   augment: Augment | None = EVAL_AUGMENT, seed: int = 1234, batch_size: int = 256) -> Predictions:
     """Render every pattern of ``split`` (seeded noise) and predict space-group probabilities."""
     ds = SpotDataset(dataset, split, detector_from_image_spec(meta["image"]), augment,
-                     target=("space_group", "zone_axis", "material_id"), seed=seed)
+                     target=("space_group", "zone_axis", "material_id"), seed=seed, view=meta["image"].get("view", "plain"))
     if len(ds) == 0:
         raise DataError(f"split '{split}' of '{dataset}' holds no patterns")
     model.eval()
@@ -58,8 +59,17 @@ def predict_split(model: torch.nn.Module, meta: dict, dataset: Path, split: str 
                        cat["material_id"].astype(int), list(meta["class_labels"]))
 
 
-def physics_sets(pred: Predictions, card: dict) -> list[tuple[int, ...] | None]:
-    """Per pattern, the model's groups that give the same pattern (None for random orientations)."""
+def visible_field_invA(image_spec: dict, augment: Augment | None = EVAL_AUGMENT) -> float:
+    """Radius [Å⁻¹] of the disc every evaluated pattern surely shows: the inscribed circle of the model's
+    image at the smallest reciprocal pixel size the evaluation draws."""
+    low = min(augment.scale) if augment is not None else 1.0
+    return image_spec["size_px"] / 2 * image_spec["reciprocal_px_invA"] * low
+
+
+def physics_sets(pred: Predictions, card: dict, field_invA: float | None = None) -> list[tuple[int, ...] | None]:
+    """Per pattern, the model's groups that give the same pattern (None for random orientations): the
+    same visible reflections inside a detector field of ``field_invA`` [Å⁻¹]
+    (``structures.visible_ambiguity``), or the same whole zero-order zone when it is None."""
     lattices = {m["material_id"]: lattice_matrix(*m["lattice_abc_A"], *m["lattice_angles_deg"]) for m in card["materials"]}
     zones = sorted({tuple(z) for z in pred.zone_axis.tolist() if any(z)})
     cache: dict[tuple, tuple] = {}
@@ -70,7 +80,8 @@ def physics_sets(pred: Predictions, card: dict) -> list[tuple[int, ...] | None]:
             continue
         key = (sg, tuple(z), mid)
         if key not in cache:
-            cache[key] = zone_ambiguity(sg, tuple(z), lattices[mid], pred.class_labels, zones)
+            cache[key] = zone_ambiguity(sg, tuple(z), lattices[mid], pred.class_labels, zones) if field_invA is None \
+                else visible_zone_ambiguity(sg, tuple(z), lattices[mid], pred.class_labels, zones, field_invA)
         out.append(cache[key])
     return out
 

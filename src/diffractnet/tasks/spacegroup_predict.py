@@ -14,10 +14,13 @@ from diffractnet.tasks.spacegroup import class_probabilities, coarse_probabiliti
 
 
 def images_for_model(paths: list[str | Path], meta: dict, image_px_invA: float | None = None) -> torch.Tensor:
-    """Load and prepare pattern files → (N, 1, S, S) model inputs (``DataError`` on a bad file)."""
+    """Load and prepare pattern files → (N, C, S, S) model inputs in the model's view (``DataError`` on a bad file)."""
+    from diffractnet.render.canonical import model_view
+
     im = meta["image"]
-    return torch.stack([prepare_for_model(load_pattern_image(p), im["size_px"], im["intensity_power"],
-                                          image_px_invA, im["reciprocal_px_invA"]) for p in paths])
+    images = torch.stack([prepare_for_model(load_pattern_image(p), im["size_px"], im["intensity_power"],
+                                            image_px_invA, im["reciprocal_px_invA"]) for p in paths])
+    return model_view(images, im.get("view", "plain"))
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ from diffractnet.tasks.spacegroup_eval import (
     physics_sets,
     predict_split,
     train_prior,
+    visible_field_invA,
     within_set_accuracy,
 )
 
@@ -35,13 +36,14 @@ def evaluate(model_path: str | Path, dataset: str | Path, out_dir: str | Path, s
     names = {m["material_id"]: m["name"] for m in card["materials"]}
     metrics = classification_metrics(pred.space_group[known], pred.probs[known], pred.class_labels,
                                      np.array([names[i] for i in pred.material_id[known]]))
-    sets = physics_sets(pred, card)
+    field = visible_field_invA(meta["image"])
+    sets = physics_sets(pred, card, field)
     apparent = apparent_groups(card)
     summary = {
         "model": str(model_path), "dataset": str(dataset), "split": split, "n_patterns": int(len(pred.probs)),
         "n_unknown_class": int((~known).sum()), "single_top1": metrics["accuracy"],
         "top_k": metrics["top_k_accuracy"], "ece": metrics["calibration"]["ece"],
-        "within_set": within_set_accuracy(pred, sets, coverage),
+        "within_set": {**within_set_accuracy(pred, sets, coverage), "field_invA": field},
         "fused3": fused_accuracy(pred, train_prior(card, pred.class_labels), k=3, apparent=apparent),
         "single_top1_apparent": apparent_top1(pred, apparent),
         "pseudo_symmetric": {names[i]: list(apparent[i]) for i in sorted(set(pred.material_id.tolist()))
@@ -78,7 +80,8 @@ def _write_report(out: Path, summary: dict, meta: dict, metrics: dict, extra_sec
             f"evaluated on the {summary['split']} materials, which it never saw: {', '.join(summary['test_materials'])}.",
             f"Within-set: the predicted set is the fewest most probable groups reaching {ws.get('coverage', 0.9):.0%} "
             f"probability; it counts when it holds the true group and is no larger than the set of groups that give "
-            f"the same pattern at that zone axis (mean size predicted {ws.get('mean_predicted_set', float('nan')):.2f}, "
+            f"the same visible pattern (the reflections inside |g| ≤ {ws.get('field_invA', float('nan')):.2f} Å⁻¹, the "
+            f"disc every evaluated image shows) at some zone axis (mean size predicted {ws.get('mean_predicted_set', float('nan')):.2f}, "
             f"allowed {ws.get('mean_physics_set', float('nan')):.2f}).",
             "Pseudo-symmetry: a material mimics a group when that group forbids all its group forbids and more, "
             "and every extra reflection has |F|² below 10⁻³ of the strongest (unseen at these doses). Test "

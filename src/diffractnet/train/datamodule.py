@@ -91,6 +91,7 @@ class PatternDataModule(EpochDataModule):
     def setup(self, stage: str | None = None) -> None:
         det, aug = detector_of(self.config), augment_of(self.config)
         root = self.config.dataset
-        self.train_set = Labelled(SpotDataset(root, "train", det, aug, target=self.targets), self.label_map)
-        val = SpotDataset(root, "val", det, aug, target=self.targets, seed=self.config.seed)
+        view = self.config.image.view
+        self.train_set = Labelled(SpotDataset(root, "train", det, aug, target=self.targets, view=view), self.label_map)
+        val = SpotDataset(root, "val", det, aug, target=self.targets, seed=self.config.seed, view=view)
         self.val_set = Labelled(val, self.label_map) if len(val) else None

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from diffractnet.errors import DataError
+from diffractnet.render.canonical import VIEWS
 from diffractnet.train.config import TrainConfig
 
 
@@ -133,7 +134,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     has_val = card["counts"]["val"]["patterns"] > 0
     module = ClassifierModule(config.model.name, label_map.num_outputs, config.image.size_px,
                               config.model.kwargs, config.model.pretrained, config.optimizer.model_dump(),
-                              config.scheduler.model_dump(), config.trainer.max_epochs)
+                              config.scheduler.model_dump(), config.trainer.max_epochs,
+                              in_chans=VIEWS[config.image.view])
     datamodule = PatternDataModule(config, label_map, label_map.targets)
     trainer, seconds = fit_module(config, module, datamodule, has_val, progress)
     model_path = config.output_dir / "model.safetensors"
@@ -183,7 +185,7 @@ def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds
 
     best = load_best(trainer, module)
     temperature = _validation_temperature(module.model, val_set, config.trainer.batch_size)
-    metadata = {"arch": config.model.name, "task": "spacegroup", "in_chans": 1,
+    metadata = {"arch": config.model.name, "task": "spacegroup", "in_chans": VIEWS[config.image.view],
                 "num_outputs": label_map.num_outputs, "image_size": config.image.size_px,
                 "model_kwargs": config.model.kwargs, **label_map.metadata(),
                 "image": config.image.model_dump(), "dataset": card["name"], "dataset_hash": card["config_hash"],

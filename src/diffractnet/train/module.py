@@ -32,10 +32,10 @@ class ClassifierModule(ZooModule):
 
     def __init__(self, arch: str, num_classes: int, image_size: int, model_kwargs: dict | None = None,
                  pretrained: str | None = None, optimizer: dict | None = None, scheduler: dict | None = None,
-                 max_epochs: int = 10, task: str = "spacegroup") -> None:
+                 max_epochs: int = 10, task: str = "spacegroup", in_chans: int = 1) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = create_model(arch, task, 1, num_classes, pretrained, image_size, **(model_kwargs or {}))
+        self.model = create_model(arch, task, in_chans, num_classes, pretrained, image_size, **(model_kwargs or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
