@@ -46,6 +46,8 @@ def _parse() -> argparse.Namespace:
                    help="range of the random scale (camera length / voltage) augmentation")
     p.add_argument("--view", choices=["plain", "lattice"], default="lattice",
                    help="classifier input: the pattern as rendered, or turned into its lattice frame")
+    p.add_argument("--shell-jitter", type=float, default=0.0,
+                   help="σ of the random log intensity factor per |g| shell in training (0: off)")
     p.add_argument("--random-per-group", type=int, default=0,
                    help="pyxtal random crystals per group added to training only (0: built-in materials only)")
     p.add_argument("--random-max-atoms", type=int, default=32, help="largest conventional cell of a random crystal")
@@ -66,7 +68,8 @@ def dataset_config(name: str, out: Path, groups: list[int], per_zone: int, tilt:
 
 
 def train_config(dataset: Path, out: Path, model: str, minutes: float, patterns_per_s: float, scheme: str,
-                 threads: int, scale: tuple[float, float] = (0.92, 1.08), view: str = "plain") -> dict:
+                 threads: int, scale: tuple[float, float] = (0.92, 1.08), view: str = "plain",
+                 shell_jitter: float = 0.0) -> dict:
     """Epochs sized so the run ends within ``minutes`` at the expected speed; max_time as a guard."""
     per_epoch = 8192
     epochs = max(2, int(minutes * 60 * 0.95 * patterns_per_s / per_epoch))  # 5 %: validation and checkpoints
@@ -76,7 +79,7 @@ def train_config(dataset: Path, out: Path, model: str, minutes: float, patterns_
             "image": {"size_px": 64, "reciprocal_px_invA": 0.04, "spot_sigma_px": 1.0, "intensity_power": 0.5,
                       "view": view},
             "augment": {"center_shift_px": 2, "scale": list(scale), "spot_sigma_px": [0.8, 1.4],
-                        "background": [0.0, 0.1], "dose_e": [3000, 30000]},
+                        "background": [0.0, 0.1], "dose_e": [3000, 30000], "shell_jitter": shell_jitter},
             "optimizer": {"name": "adamw", "lr": 0.002 if model == "small_cnn" else 0.001, "weight_decay": 1e-4},
             "scheduler": {"name": "cosine"},
             "trainer": {"max_epochs": epochs, "batch_size": 64, "num_workers": 1, "train_patterns_per_epoch": per_epoch,
@@ -118,22 +121,21 @@ def measure_training_rate(raw_config: dict, steps: int = 16, warmup: int = 4) ->
 
 
 def calibrated_train_config(dataset: Path, out: Path, model: str, minutes: float, scheme: str, threads: int,
-                            scale: tuple[float, float] = (0.92, 1.08), view: str = "plain") -> dict:
-    """``train_config`` with its epochs sized by the measured training rate."""
-    probe = train_config(dataset, out, model, minutes, 1.0, scheme, threads, scale, view)
+                            **options) -> dict:
+    """``train_config`` with its epochs sized by the measured training rate; ``options``: its keyword options."""
+    probe = train_config(dataset, out, model, minutes, 1.0, scheme, threads, **options)
     rate = measure_training_rate(probe)
     print(f"  {model}: {rate:.0f} training patterns/s measured; epochs sized to {minutes:.1f} min", flush=True)
-    return train_config(dataset, out, model, minutes, rate, scheme, threads, scale, view)
+    return train_config(dataset, out, model, minutes, rate, scheme, threads, **options)
 
 
-def run_model(name: str, dataset: Path, out: Path, minutes: float, scheme: str, threads: int,
-              scale: tuple[float, float] = (0.92, 1.08), view: str = "plain") -> dict:
+def run_model(name: str, dataset: Path, out: Path, minutes: float, scheme: str, threads: int, **options) -> dict:
     from diffractnet.tasks.spacegroup_report import evaluate
     from diffractnet.train import train
     from diffractnet.train.config import parse_train_config
 
-    config = parse_train_config(calibrated_train_config(dataset, out / "train", name, minutes, scheme, threads, scale,
-                                                        view))
+    config = parse_train_config(calibrated_train_config(dataset, out / "train", name, minutes, scheme, threads,
+                                                        **options))
     started = time.perf_counter()
     model_path = train(config, progress=False)
     seconds = time.perf_counter() - started
@@ -148,7 +150,7 @@ def run_model(name: str, dataset: Path, out: Path, minutes: float, scheme: str, 
             "test_materials": summary["test_materials"], "report": str(out / "eval" / "report.html")}
 
 
-def run_cubic36(root: Path, minutes: float, tilt: float, threads: int, quick: bool, view: str = "plain") -> dict:
+def run_cubic36(root: Path, minutes: float, tilt: float, threads: int, quick: bool, **options) -> dict:
     """All 36 cubic groups: built-in cubic materials plus pyxtal random crystals of every group."""
     import numpy as np
 
@@ -164,7 +166,7 @@ def run_cubic36(root: Path, minutes: float, tilt: float, threads: int, quick: bo
     generate_dataset(parse_config(dataset_config("cubic36", data, CUBIC36, 1 if quick else 4, tilt,
                                                  random_per_group=1 if quick else 5)), workers=2, progress=False)
     config = parse_train_config(calibrated_train_config(data, root / "cubic36" / "train", "small_cnn", minutes,
-                                                        "space_group", threads, view=view))
+                                                        "space_group", threads, **options))
     started = time.perf_counter()
     model, meta = load_model(train(config, progress=False), task="spacegroup")
     seconds = time.perf_counter() - started
@@ -194,20 +196,21 @@ def main() -> int:
                                                  random_max_atoms=args.random_max_atoms)), workers=2, progress=False)
     results: dict = {"dataset_seconds": round(time.perf_counter() - t0, 1), "tilt_deg": args.tilt, "threads": args.threads,
                      "scale_augmentation": list(args.scale), "random_per_group": args.random_per_group,
-                     "view": args.view}
+                     "view": args.view, "shell_jitter": args.shell_jitter}
+    options = {"scale": tuple(args.scale), "view": args.view, "shell_jitter": args.shell_jitter}
     minutes = dict(zip(args.models, args.minutes + [args.minutes[-1]] * len(args.models)))
     for name in args.models:
         print(f"training {name} ({minutes[name] * scale:.1f} min budget) ...", flush=True)
         results[name] = run_model(name, data, args.out / name, minutes[name] * scale, "space_group", args.threads,
-                                  tuple(args.scale), args.view)
+                                  **options)
     if args.appearance_minutes > 0:
         print("training small_cnn on seed 003's appearance labels ...", flush=True)
         results["appearance_labels"] = run_model("small_cnn", data, args.out / "appearance", args.appearance_minutes * scale,
-                                                 "appearance", args.threads, tuple(args.scale), args.view)
+                                                 "appearance", args.threads, **options)
     if args.cubic36_minutes > 0:
         print("all 36 cubic space groups ...", flush=True)
         results["cubic36"] = run_cubic36(args.out, args.cubic36_minutes * scale, args.tilt, args.threads, args.quick,
-                                         args.view)
+                                         **options)
     _print_table(results, args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +223,7 @@ def _print_table(results: dict, args: argparse.Namespace) -> None:
     print(f"\nSpace groups {SEED003_GROUPS}, unseen test materials: {', '.join(rows[0][1]['test_materials'])}")
     print(f"zone axes (13, index <= 3) + random tilts <= {args.tilt} deg, Poisson noise; {args.threads} CPU threads")
     print(f"training materials: built-in + {args.random_per_group} pyxtal random crystals per group (training only); "
-          f"input view: {args.view}")
+          f"input view: {args.view}; shell intensity jitter σ {args.shell_jitter}")
     head = (f"{'model':<22}{'single top-1':>13}{'within set':>12}{'fused-3 top-1':>15}{'seed003 mean':>14}"
             f"{'train min':>11}{'fused-3 mimic ok':>18}")
     print(head)

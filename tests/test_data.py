@@ -217,3 +217,22 @@ def test_random_crystals_can_be_kept_for_training(tmp_path):
     assert real == {m["name"]: m["split"] for m in plain["materials"]}
     with pytest.raises(ConfigError, match="split"):
         parse_config({**raw, "materials": {"random": {"space_groups": [221], "split": "test"}}})
+
+
+def test_shell_jitter_keeps_families_symmetry_and_absences():
+    from diffractnet.data.torch_dataset import shell_jitter
+
+    gen = torch.Generator().manual_seed(3)
+    # pattern 0: a square family at |g| = 0.25 and one at 0.5; pattern 1: the same spots
+    square = torch.tensor([[0.25, 0], [-0.25, 0], [0, 0.25], [0, -0.25], [0.5, 0], [0, -0.5]])
+    xy = torch.cat([square, square])
+    offsets = torch.tensor([0, 6, 12])
+    factor = shell_jitter(xy, offsets, 0.7, gen)
+    assert factor.shape == (12,) and (factor > 0).all()
+    assert torch.allclose(factor[:4], factor[0].expand(4)) and torch.allclose(factor[4:6], factor[4].expand(2))
+    assert not torch.isclose(factor[0], factor[4])  # families change strength relative to each other
+    assert not torch.isclose(factor[0], factor[6])  # and each pattern draws its own function
+    # the log factor has the asked spread over many patterns; no jitter at σ = 0
+    many = shell_jitter(torch.tensor([[0.3, 0.0]]).repeat(4000, 1), torch.arange(4001), 0.5, gen)
+    assert many.log().std().item() == pytest.approx(0.5, rel=0.1)
+    assert torch.equal(shell_jitter(xy, offsets, 0.0, gen), torch.ones(12))

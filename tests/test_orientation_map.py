@@ -146,7 +146,7 @@ def test_indexer_geometry_with_an_oracle_network(clean_scan_path, beam_model):
         return logits
 
     indexer.model = oracle
-    result = map_scan(open_scan(clean_scan_path), indexer, rows_per_block=3, progress=False)
+    result = map_scan(open_scan(clean_scan_path), indexer, rows_per_block=3, progress=False, smooth_radius_px=0)
     assert sum(served) == truth.shape[0] * truth.shape[1]
     error = misorientation_deg(result.quaternions, truth, indexer.crystal, beam_flip_equal=True)
     assert np.median(error) < 8.0, np.round(error, 1)  # measured: 3.9° (a third are ±b mirror mix-ups, ~35–57°)
@@ -280,3 +280,62 @@ def test_cli_scan_and_map(tmp_path, beam_model, capsys, fast_figure):
     assert "none.safetensors" in capsys.readouterr().err
     assert main(["scan", str(spec), "--out", str(tmp_path / "x.npy"), "--quiet"]) == 2
     assert ".zarr" in capsys.readouterr().err
+
+
+def test_map_scan_keeps_per_pattern_answers_and_smooths_within_grains(mapped, scan_path, beam_model):
+    result, _ = mapped
+    assert result.per_pattern_quaternions.shape == result.quaternions.shape
+    assert result.support.shape == SCAN_SHAPE and np.all((result.support > 0) & (result.support <= 1))
+    plain = map_scan(open_scan(scan_path), OrientationIndexer(beam_model, refine=True), rows_per_block=2,
+                     progress=False, smooth_radius_px=0)
+    assert np.allclose(plain.quaternions, result.per_pattern_quaternions)  # smoothing leaves the raw answers
+    assert np.all(plain.support == 1)
+
+
+def test_region_vote_runs_on_a_scan_and_reports_what_it_changed(scan_path, beam_model):
+    indexer = OrientationIndexer(beam_model, refine=True)
+    voted = map_scan(open_scan(scan_path), indexer, rows_per_block=2, progress=False, region_vote=True,
+                     smooth_radius_px=0)
+    counts = voted.info["region_vote"]
+    assert set(counts) == {"regions", "changed_regions", "changed_pixels"}
+    assert 0 <= counts["changed_regions"] <= counts["regions"] and counts["changed_pixels"] <= np.prod(SCAN_SHAPE)
+    assert np.allclose(np.linalg.norm(voted.quaternions, axis=-1), 1.0, atol=1e-6)
+    assert np.all(np.isfinite(voted.correlation))
+
+
+def test_regions_and_pooled_candidates():
+    from diffractnet.index.regions import orientation_regions, region_candidates
+    from diffractnet.physics.orientations import random_quaternions
+
+    crystal = resolve_crystal("Al")
+    a, b = random_quaternions(2, seed=3)
+    q = np.where((np.arange(6) < 3)[None, :, None], a, b) * np.ones((4, 6, 1))
+    q[0, 0] = random_quaternions(1, seed=9)[0]  # an isolated odd pixel is its own region
+    labels = orientation_regions(q, crystal, max_deg=2.0)
+    assert len(np.unique(labels)) == 3
+    assert len(np.unique(labels[:, 3:])) == 1 and labels[1, 0] == labels[3, 2] != labels[0, 0]
+    # pooled evidence: two pixels of one region, each with its top-2 classes
+    top = np.array([[[5, 7], [7, 2]]])
+    logp = np.log(np.array([[[0.6, 0.3], [0.5, 0.4]]]))
+    pooled = region_candidates(np.zeros((1, 2), int), top, logp, 3)
+    # gains over each pixel's floor: class 7 → log(.3/.3)+log(.5/.4), class 5 → log(.6/.3), class 2 → 0
+    assert pooled.tolist() == [[5, 7, 2]]
+
+
+def test_inplane_peaks_extend_the_single_best_turn(scan_path, beam_model):
+    from diffractnet.index.polar import band_pass
+
+    indexer = OrientationIndexer(beam_model, refine=False)
+    scan = open_scan(scan_path)
+    images = torch.as_tensor(np.asarray(scan.data[0], dtype=np.float32))
+    px = indexer.physics.reciprocal_px_invA * indexer.physics.image_size_px / images.shape[-1]
+    bank, features = indexer._bank_for(images.shape[-1], px)
+    grid = indexer._grid(images.shape[-1], px)
+    polar = features.polar(images, band_pass(images, grid.smooth_px, grid.background_px))
+    classes = torch.tensor([[0, 1]] * len(images))
+    one_rot, one_score = bank.inplane(polar, classes)
+    rot, score = bank.inplane(polar, classes, peaks=3)
+    assert one_rot.shape == (len(images), 4, 3, 3) and rot.shape == (len(images), 12, 3, 3)
+    assert torch.allclose(rot[:, ::3], one_rot, atol=1e-5) and torch.allclose(score[:, ::3], one_score)
+    per_class = score.reshape(len(images), 4, 3)
+    assert torch.all(per_class[..., :1] >= per_class[..., 1:] - 1e-6)  # strongest turn first

@@ -34,6 +34,28 @@ class Augment:
     spot_sigma_px: tuple[float, float] | None = None
     background: tuple[float, float] | None = None
     dose_e: tuple[float, float] | None = None
+    shell_jitter: float = 0.0
+
+
+def shell_jitter(xy_invA: torch.Tensor, offsets: torch.Tensor, sigma: float, generator: torch.Generator,
+                 terms: int = 16, max_cycles_per_invA: float = 10.0) -> torch.Tensor:
+    """(N,) intensity multipliers exp(σ·h_b(|g|)) for CSR spots, h_b a random smooth function of |g| drawn
+    per pattern b (a sum of ``terms`` cosines, unit variance, up to ``max_cycles_per_invA``).
+
+    Spots at one |g| (a symmetry-equivalent family, ±g) get the same factor, so the pattern keeps its
+    plane symmetry and its absences while the relative strength of reflection families changes as it
+    does from one material to another (scattering factors, site occupancy, Debye–Waller, thickness):
+    a classifier then has to read lattice and absences rather than remember each training material's
+    intensities."""
+    n_patterns = len(offsets) - 1
+    counts = offsets[1:] - offsets[:-1]
+    b_idx = torch.repeat_interleave(torch.arange(n_patterns), counts)
+    freq = max_cycles_per_invA * torch.rand(n_patterns, terms, generator=generator)
+    phase = 2 * math.pi * torch.rand(n_patterns, terms, generator=generator)
+    amp = torch.randn(n_patterns, terms, generator=generator) * math.sqrt(2.0 / terms)
+    g = xy_invA.float().norm(dim=-1)[:, None]  # (N, 1)
+    h = (amp[b_idx] * torch.cos(2 * math.pi * freq[b_idx] * g + phase[b_idx])).sum(-1)
+    return torch.exp(sigma * h)
 
 
 class SpotDataset(torch.utils.data.Dataset):
@@ -121,8 +143,10 @@ class SpotDataset(torch.utils.data.Dataset):
         offsets = torch.zeros(len(rows) + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(torch.tensor(counts, dtype=torch.int64), 0)
         gen = self._generator(indices)
-        images = render_patterns(offsets, torch.from_numpy(np.concatenate(xy)), torch.from_numpy(np.concatenate(inten)),
-                                 self.detector, generator=gen, **self._draw(gen, len(rows)))
+        xy_t, inten_t = torch.from_numpy(np.concatenate(xy)), torch.from_numpy(np.concatenate(inten))
+        if self.augment is not None and self.augment.shell_jitter > 0:
+            inten_t = inten_t * shell_jitter(xy_t, offsets, self.augment.shell_jitter, gen).to(inten_t.dtype)
+        images = render_patterns(offsets, xy_t, inten_t, self.detector, generator=gen, **self._draw(gen, len(rows)))
         images = images / images.amax(dim=(1, 2), keepdim=True).clamp(min=1e-12)
         return model_view(images[:, None], self.view), self._targets(rows)
 

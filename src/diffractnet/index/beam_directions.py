@@ -93,11 +93,14 @@ class BeamDirectionBank:
             parts.append(polar_images(images, self.grid, self.physics.reciprocal_px_invA))
         return torch.cat(parts)
 
-    def inplane(self, polar: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best in-plane angle of each candidate class, looking along +b and −b: (rotations (B, 2k, 3, 3),
-        normalised correlation (B, 2k)).
+    def inplane(self, polar: torch.Tensor, classes: torch.Tensor, peaks: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best in-plane angles of each candidate class, looking along +b and −b: (rotations (B, 2k·peaks, 3, 3),
+        normalised correlation (B, 2k·peaks)), ordered class-major (+b classes, then −b; ``peaks`` per
+        class, strongest first).
 
-        ``polar`` (B, radii, azimuths) from ``polar_images``; ``classes`` (B, k) candidate indices.
+        ``polar`` (B, radii, azimuths) from ``polar_images``; ``classes`` (B, k) candidate indices;
+        ``peaks`` > 1 also keeps the next local maxima of the correlation: a sparse pattern's spots can
+        fit the template at several turns almost equally well, and only a refinement tells them apart.
         """
         n_az = polar.shape[-1]
         classes = torch.cat([classes, classes + len(self)], dim=1)
@@ -105,16 +108,23 @@ class BeamDirectionBank:
         templates = self.template_fft[classes]  # (B, k, R, F)
         cross = (spectrum[:, None] * templates.conj()).sum(dim=2)  # (B, k, F)
         corr = torch.fft.irfft(cross, n=n_az, dim=-1)  # (B, k, A): peak at the pattern's turn
-        peak = corr.argmax(dim=-1)
-        left = corr.gather(-1, ((peak - 1) % n_az)[..., None])[..., 0]
-        mid = corr.gather(-1, peak[..., None])[..., 0]
-        right = corr.gather(-1, ((peak + 1) % n_az)[..., None])[..., 0]
+        left_all, right_all = corr.roll(1, -1), corr.roll(-1, -1)
+        if peaks == 1:
+            peak = corr.argmax(dim=-1, keepdim=True)
+        else:
+            local = (corr >= left_all) & (corr > right_all)
+            peak = torch.where(local, corr, torch.full_like(corr, -torch.inf)).topk(peaks, dim=-1).indices
+            peak = torch.where(local.gather(-1, peak), peak, peak[..., :1])  # fewer maxima: repeat the best
+        left = left_all.gather(-1, peak)
+        mid = corr.gather(-1, peak)
+        right = right_all.gather(-1, peak)
         curvature = (left - 2 * mid + right)
         offset = torch.where(curvature < 0, 0.5 * (left - right) / curvature.clamp(max=-1e-12), torch.zeros_like(mid))
-        angle = (peak.float() + offset.clamp(-0.5, 0.5)) * (2 * math.pi / n_az)
+        angle = (peak.float() + offset.clamp(-0.5, 0.5)) * (2 * math.pi / n_az)  # (B, 2k, peaks)
         norms = polar.flatten(1).norm(dim=-1)[:, None] * self._template_norms()[classes]
-        rotations = rotate_about_beam(self.frames[classes], angle)
-        return rotations, mid / norms.clamp(min=1e-12)
+        rotations = rotate_about_beam(self.frames[classes][:, :, None], angle)  # (B, 2k, peaks, 3, 3)
+        scores = mid / norms.clamp(min=1e-12)[..., None]
+        return rotations.flatten(1, 2), scores.flatten(1, 2)
 
     def _template_norms(self) -> torch.Tensor:
         """(N,) r.m.s.-scaled norms of the templates (Parseval on the rfft spectra)."""

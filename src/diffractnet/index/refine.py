@@ -123,11 +123,11 @@ class Refiner:
                                                  align_corners=True)[:, 0]  # (B, C, K)
         return (w * values).sum(-1) / w.norm(dim=-1).clamp(min=1e-12)
 
-    def refine(self, images: torch.Tensor, rotations: torch.Tensor,
-               band_passed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def refine(self, images: torch.Tensor, rotations: torch.Tensor, band_passed: torch.Tensor | None = None,
+               try_beam_flip: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(refined rotations (B, 3, 3), correlation score (B,)) for patterns ``images`` (B, H, W) and
         starting ``rotations`` (B, 3, 3) (lab → crystal); ``band_passed`` the images' ``band_pass`` at the
-        last stage's widths, if already computed.
+        last stage's widths, if already computed; ``try_beam_flip`` overrides the settings' choice.
 
         The 180° turn about the beam is refined alongside through the coarse stage and the better of
         the two kept; the score is the template correlation divided by the image's r.m.s. contrast.
@@ -135,7 +135,7 @@ class Refiner:
         st = self.settings
         n = len(images)
         rot = rotations.float()
-        if st.try_beam_flip:
+        if st.try_beam_flip if try_beam_flip is None else try_beam_flip:
             rot = torch.cat([rot, rot @ torch.diag(torch.tensor([-1.0, -1.0, 1.0]))])
         for sigma, step0, scale in zip(st.smooth_px, st.start_step_deg, st.width_scale):
             self._width = st.excitation_width_invA * scale

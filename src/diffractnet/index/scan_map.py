@@ -4,7 +4,9 @@ The scan is read block by block of scan rows (``io.scans.Scan.iter_row_blocks``:
 per block), each block is preprocessed and run through the network in batches; optionally each
 answer is refined against its own pattern (``index.refine``). Results of every finished block are
 written atomically to ``<work_dir>/rows_<y0>_<y1>.npz``, so a killed job re-run with the same
-``work_dir`` recomputes only the missing blocks. Memory stays bounded by one block.
+``work_dir`` recomputes only the missing blocks. Memory stays bounded by one block. Once every
+block is done the map is smoothed grain-aware (``index.smoothing``: neighbours within a few degrees
+vote and are averaged, outliers take their grain's orientation); the per-pattern answers are kept.
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ class OrientationMap:
     """Per probe position: ``quaternions`` (ny, nx, 4) (lab → crystal), ``confidence`` (ny, nx) in (0, 1]
     (beam-direction head: the network's probability on its candidate classes; regression head: from
     its own error estimate), ``predicted_error_deg`` (regression head; NaN otherwise), ``correlation``
-    (refinement score, NaN without refinement); ``seconds`` of compute for the scan, ``patterns_per_s``; ``crystal``."""
+    (refinement score, NaN without refinement); ``per_pattern_quaternions`` each pattern's own answer
+    (before the region vote and the map smoothing), ``support`` (ny, nx) the fraction of the smoothing window that agreed (1
+    without smoothing); ``seconds`` of compute for the scan, ``patterns_per_s``; ``crystal``."""
 
     quaternions: np.ndarray
     confidence: np.ndarray
     predicted_error_deg: np.ndarray
     correlation: np.ndarray
     seconds: float
+    per_pattern_quaternions: np.ndarray | None = None
+    support: np.ndarray | None = None
     crystal: object = None
     info: dict = field(default_factory=dict)
 
@@ -113,8 +119,9 @@ class OrientationIndexer:
             self._bank = (key, bank, PolarFeatures(grid, px_invA))
         return self._bank[1], self._bank[2]
 
-    def _beam_direction(self, batch: torch.Tensor, px: float, band_passed: torch.Tensor):
-        """Network → top candidate classes → in-plane angle by FFT correlation → (best rotation, confidence)."""
+    def _beam_direction(self, batch: torch.Tensor, px: float, band_passed: torch.Tensor, keep: int = 8):
+        """Network → top candidate classes → in-plane angle by FFT correlation → (best rotation, confidence,
+        the ``keep`` most probable classes (B, keep) and their log-probabilities)."""
         bank, features = self._bank_for(batch.shape[-1], px)
         polar = features.polar(batch, band_passed)
         from diffractnet.index.polar import invariant_features
@@ -126,25 +133,28 @@ class OrientationIndexer:
         rotations, scores = bank.inplane(polar, top.indices)
         best = scores.argmax(dim=-1)
         prob = torch.softmax(logits, -1).gather(1, top.indices).sum(-1)  # mass on the candidates
-        return rotations[torch.arange(len(batch)), best], prob
+        listed = torch.log_softmax(logits, -1).topk(min(keep, logits.shape[-1]), dim=-1)
+        return rotations[torch.arange(len(batch)), best], prob, listed.indices, listed.values
 
     @torch.no_grad()
     def index(self, patterns: np.ndarray | torch.Tensor, reciprocal_px_invA: float | None = None) -> dict[str, np.ndarray]:
         """(N, H, W) patterns → dict of ``quaternions`` (N, 4), ``predicted_error_deg``, ``confidence``,
-        ``correlation`` (N,)."""
+        ``correlation`` (N,); with a beam-direction head also ``top_classes`` (N, 8) and ``top_logprob``
+        (N, 8), the network's most probable classes (the evidence ``index.regions`` pools per grain)."""
         from diffractnet.data.scan_physics import preprocess_for_model
         from diffractnet.index.polar import band_pass
         from diffractnet.tasks.orientation import confidence_from_error, decode_outputs, matrices_to_quaternions
 
         images = torch.as_tensor(np.asarray(patterns, dtype=np.float32))
         px = reciprocal_px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / images.shape[-1]
-        rots, errs, corrs, confs = [], [], [], []
+        rots, errs, corrs, confs, tops, logps = [], [], [], [], [], []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size]
             grid = self._grid(batch.shape[-1], px)
             bp = band_pass(batch, grid.smooth_px, grid.background_px)  # shared by the polar view and the refiner
             if self.head == "beam_direction":  # confidence: the network's probability on its candidates
-                rot, conf = self._beam_direction(batch, px, bp)
+                rot, conf, top, logp = self._beam_direction(batch, px, bp)
+                tops.append(top), logps.append(logp)
                 err = torch.full((len(batch),), float("nan"))
             else:
                 out = self.model(preprocess_for_model(batch, self.input_size).to(self.device)).float().cpu()
@@ -156,13 +166,51 @@ class OrientationIndexer:
             if self.refine:
                 rot, corr = self._refiner_for(images.shape[-1], px).refine(batch, rot, bp)
             rots.append(rot), errs.append(err), corrs.append(corr), confs.append(conf)
-        return {"quaternions": matrices_to_quaternions(torch.cat(rots)), "predicted_error_deg": torch.cat(errs).numpy(),
-                "confidence": torch.cat(confs).numpy(), "correlation": torch.cat(corrs).numpy()}
+        out = {"quaternions": matrices_to_quaternions(torch.cat(rots)), "predicted_error_deg": torch.cat(errs).numpy(),
+               "confidence": torch.cat(confs).numpy(), "correlation": torch.cat(corrs).numpy()}
+        if tops:
+            out["top_classes"], out["top_logprob"] = torch.cat(tops).numpy(), torch.cat(logps).numpy()
+        return out
+
+    @torch.no_grad()
+    def refine_candidates(self, patterns: np.ndarray, classes: np.ndarray, reciprocal_px_invA: float | None = None,
+                          peaks: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patterns (P, H, W) and candidate classes (P, C) → each candidate turned in-plane (along ±b, at its
+        ``peaks`` best turns) and refined: (rotations (P, M, 3, 3), refined correlations (P, M)), M = 2C·peaks,
+        on the scale of ``index``'s."""
+        images = torch.as_tensor(np.asarray(patterns, dtype=np.float32))
+        size = images.shape[-1]
+        px = reciprocal_px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / size
+        bank, features = self._bank_for(size, px)
+        grid = self._grid(size, px)
+        from diffractnet.index.polar import band_pass
+
+        bp = band_pass(images, grid.smooth_px, grid.background_px)
+        starts, _ = bank.inplane(features.polar(images, bp), torch.as_tensor(classes, dtype=torch.long), peaks)
+        m = starts.shape[1]
+        rot, score = self._refiner_for(size, px).refine(images.repeat_interleave(m, 0), starts.reshape(-1, 3, 3),
+                                                        bp.repeat_interleave(m, 0))
+        return rot.reshape(len(images), m, 3, 3), score.reshape(len(images), m)
+
+    @torch.no_grad()
+    def refine_from(self, patterns: np.ndarray, starts: torch.Tensor, try_beam_flip: bool | None = None,
+                    reciprocal_px_invA: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patterns (P, H, W) refined from ``starts`` (P, 3, 3): (rotations (P, 3, 3), correlations (P,))."""
+        images = torch.as_tensor(np.asarray(patterns, dtype=np.float32))
+        size = images.shape[-1]
+        px = reciprocal_px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / size
+        return self._refiner_for(size, px).refine(images, starts, try_beam_flip=try_beam_flip)
 
 
 def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None = None, rows_per_block: int | None = None,
-             progress: bool = True) -> OrientationMap:
-    """Index every pattern of ``scan`` (``io.scans.Scan``) → ``OrientationMap``; resumable via ``work_dir``."""
+             progress: bool = True, smooth_radius_px: int = 1, smooth_max_deg: float = 2.0,
+             region_vote: bool = False) -> OrientationMap:
+    """Index every pattern of ``scan`` (``io.scans.Scan``) → ``OrientationMap``; resumable via ``work_dir``.
+
+    ``smooth_radius_px`` window half-width of the grain-aware map smoothing (0: none, the per-pattern
+    answers as they are), ``smooth_max_deg`` the misorientation up to which neighbours count as one grain;
+    ``region_vote`` (beam-direction models with refinement): re-decide each region's orientation from
+    the evidence of all its pixels (``index.regions.revote_regions``) before smoothing."""
     from tqdm.auto import tqdm
 
     where = f"scan '{scan.path}'" if scan.path else "scan"
@@ -173,8 +221,7 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
         _claim_work_dir(work, indexer, scan)
     rows = rows_per_block or max(1, 2048 // nx)
     setup_seconds = indexer.prepare(scan.pattern_shape[0], scan.reciprocal_px_invA)
-    fields = {"quaternions": np.zeros((ny, nx, 4)), "predicted_error_deg": np.zeros((ny, nx)),
-              "confidence": np.zeros((ny, nx)), "correlation": np.zeros((ny, nx))}
+    fields: dict[str, np.ndarray] = {}
     seconds = 0.0
     bar = tqdm(total=ny * nx, desc="orientation map", unit="pattern", disable=not progress)
     for y0 in range(0, ny, rows):
@@ -191,12 +238,34 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
                 _save_block(work / f"rows_{y0}_{y1}.npz", done)
         seconds += float(done.pop("seconds"))
         for key, value in done.items():
+            if key not in fields:
+                fields[key] = np.zeros((ny, nx, *value.shape[2:]), dtype=value.dtype)
             fields[key][y0:y1] = value
         bar.update((y1 - y0) * nx)
     bar.close()
-    return OrientationMap(**fields, seconds=seconds, crystal=indexer.crystal,
+    votes, per_pattern = None, fields["quaternions"].copy()
+    if region_vote and indexer.refine and "top_classes" in fields:
+        from diffractnet.index.regions import revote_regions
+
+        started = time.perf_counter()
+        votes = revote_regions(scan, indexer, fields, max_deg=smooth_max_deg, rows_per_block=rows)
+        seconds += time.perf_counter() - started
+    for key in ("top_classes", "top_logprob"):
+        fields.pop(key, None)
+    support = np.ones((ny, nx))
+    if smooth_radius_px > 0:
+        from diffractnet.index.smoothing import smooth_orientation_map
+
+        started = time.perf_counter()
+        smoothed, support = smooth_orientation_map(fields["quaternions"], indexer.crystal, radius_px=smooth_radius_px,
+                                                   max_deg=smooth_max_deg)
+        seconds += time.perf_counter() - started
+        fields["quaternions"] = smoothed
+    return OrientationMap(**fields, seconds=seconds, per_pattern_quaternions=per_pattern, support=support,
+                          crystal=indexer.crystal,
                           info={"refined": indexer.refine, "model": indexer.meta.get("arch"),
-                                "setup_seconds": setup_seconds})
+                                "setup_seconds": setup_seconds, "smooth_radius_px": smooth_radius_px,
+                                "smooth_max_deg": smooth_max_deg, "region_vote": votes})
 
 
 def _claim_work_dir(work: Path, indexer: OrientationIndexer, scan) -> None:
@@ -206,7 +275,7 @@ def _claim_work_dir(work: Path, indexer: OrientationIndexer, scan) -> None:
 
     work.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(Path(indexer.model_path).read_bytes()).hexdigest()
-    key = {"model_sha256": digest, "refine": indexer.refine, "candidates": indexer.candidates,
+    key = {"blocks_version": 2, "model_sha256": digest, "refine": indexer.refine, "candidates": indexer.candidates,
            "scan": str(scan.path), "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape)}
     stamp = work / "blocks.json"
     try:

@@ -45,9 +45,12 @@ def error_stats(quaternions: np.ndarray, truth: np.ndarray, crystal) -> dict:
 
 def run_map(scan_path: str | Path, model_path: str | Path, out_dir: str | Path, *, template: bool = True,
             template_resolution_deg: float = 1.0, refine: bool = True, truth: str | Path | None = "auto",
-            reciprocal_px_invA: float | None = None, voltage_kV: float | None = None, progress: bool = True) -> dict:
+            reciprocal_px_invA: float | None = None, voltage_kV: float | None = None, progress: bool = True,
+            smooth_radius_px: int = 1, region_vote: bool = False) -> dict:
     """Map ``scan_path`` with the orientation model ``model_path`` (and pyxem template matching when
-    ``template``); ``truth`` a ``.truth.npz`` (``"auto"``: beside a synthetic scan if present). Returns the summary."""
+    ``template``); ``truth`` a ``.truth.npz`` (``"auto"``: beside a synthetic scan if present);
+    ``smooth_radius_px`` the grain-aware smoothing window of our map (0: per-pattern answers);
+    ``region_vote`` re-decides each region from its pooled evidence first (``index.regions``). Returns the summary."""
     from diffractnet.analysis.orientation_maps import MapPanel, crystal_map, plot_orientation_maps, save_ang, save_orix_hdf5
     from diffractnet.data.polycrystal import load_truth, truth_path
     from diffractnet.index.scan_map import OrientationIndexer, map_scan
@@ -57,17 +60,20 @@ def run_map(scan_path: str | Path, model_path: str | Path, out_dir: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     scan = open_scan(scan_path, reciprocal_px_invA=reciprocal_px_invA, voltage_kV=voltage_kV)
     indexer = OrientationIndexer(model_path, refine=refine)
-    ours = map_scan(scan, indexer, work_dir=out / "blocks", progress=progress)
+    ours = map_scan(scan, indexer, work_dir=out / "blocks", progress=progress, smooth_radius_px=smooth_radius_px,
+                    region_vote=region_vote)
     crystal = indexer.crystal
     _save_npz(out / "ours.npz", quaternions=ours.quaternions, confidence=ours.confidence,
-              predicted_error_deg=ours.predicted_error_deg, correlation=ours.correlation)
+              predicted_error_deg=ours.predicted_error_deg, correlation=ours.correlation,
+              per_pattern_quaternions=ours.per_pattern_quaternions, support=ours.support)
     step = scan.scan_step_nm or 1.0
     cmap = crystal_map(ours.quaternions, crystal, confidence=ours.confidence, step_nm=step)
     save_ang(out / "ours.ang", cmap)
     save_orix_hdf5(out / "ours.h5", cmap)
     summary = {"scan": str(scan_path), "model": str(model_path), "material": crystal.name,
                "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape),
-               "ours": {"seconds": ours.seconds, "patterns_per_s": ours.patterns_per_s, "refined": refine}}
+               "ours": {"seconds": ours.seconds, "patterns_per_s": ours.patterns_per_s, "refined": refine,
+                        "smooth_radius_px": smooth_radius_px, "region_vote": ours.info["region_vote"]}}
     panels = [MapPanel("diffractnet (IPF-z)", ours.quaternions)]
     tm = None
     if template:
@@ -83,6 +89,8 @@ def run_map(scan_path: str | Path, model_path: str | Path, out_dir: str | Path, 
         errors = error_stats(ours.quaternions, q_true, crystal)
         panels.append(MapPanel("diffractnet error [deg]", errors.pop("map_deg"), "misorientation [deg]", "magma", 0, 10))
         summary["ours"]["error"] = errors
+        summary["ours"]["per_pattern_error"] = {k: v for k, v in error_stats(ours.per_pattern_quaternions, q_true,
+                                                                             crystal).items() if k != "map_deg"}
         if tm is not None:
             terr = error_stats(tm.quaternions, q_true, crystal)
             panels.append(MapPanel("template matching error [deg]", terr.pop("map_deg"), "misorientation [deg]",
