@@ -113,10 +113,9 @@ def revote_regions(scan, indexer, fields: dict, *, max_deg: float = 2.0, min_pix
     classes = region_candidates(labels.reshape(ny, nx), fields["top_classes"], fields["top_logprob"], candidates,
                                 regions)
     flat_corr = corr.reshape(-1)
-    reps = []
-    for r in regions:
-        members = np.nonzero(labels == r)[0]
-        reps.append(members[np.argsort(-flat_corr[members], kind="stable")[:representatives]])
+    order = np.argsort(labels, kind="stable")  # pixels grouped by region, each group in scan order
+    groups = np.split(order, np.cumsum(sizes)[:-1])
+    reps = [groups[r][np.argsort(-flat_corr[groups[r]], kind="stable")[:representatives]] for r in regions]
     rep_flat = np.concatenate(reps)
     rep_region = np.repeat(np.arange(len(regions)), [len(r) for r in reps])
     patterns = _pixels(scan, rep_flat, rows_per_block)
@@ -140,15 +139,15 @@ def revote_regions(scan, indexer, fields: dict, *, max_deg: float = 2.0, min_pix
             mine = np.nonzero(rep_region == i)[0]
             start[regions[i]] = rot[mine[int(score[mine, best[i]].argmax())], best[i]]
         pixels = np.nonzero(np.isin(labels, regions[better]))[0]
-        starts = torch.stack([start[labels[p]] for p in pixels])
-        patterns = _pixels(scan, pixels, rows_per_block)
-        new_q, new_corr = [], []
-        for s0 in range(0, len(pixels), 4 * batch):
-            sl = slice(s0, s0 + 4 * batch)
-            r_new, c_new = indexer.refine_from(patterns[sl], starts[sl], try_beam_flip=False,
+        for y0 in range(0, ny, rows_per_block):  # one row block in memory at a time
+            here = pixels[(pixels // nx >= y0) & (pixels // nx < y0 + rows_per_block)]
+            if not len(here):
+                continue
+            block = scan.rows(y0, min(ny, y0 + rows_per_block))
+            starts = torch.stack([start[labels[p]] for p in here])
+            r_new, c_new = indexer.refine_from(block[here // nx - y0, here % nx], starts, try_beam_flip=False,
                                                reciprocal_px_invA=scan.reciprocal_px_invA)
-            new_q.append(matrices_to_quaternions(r_new)), new_corr.append(c_new.numpy())
-        q.reshape(-1, 4)[pixels] = np.concatenate(new_q)
-        corr.reshape(-1)[pixels] = np.concatenate(new_corr)
+            q.reshape(-1, 4)[here] = matrices_to_quaternions(r_new)
+            corr.reshape(-1)[here] = c_new.numpy()
         changed = len(pixels)
     return {"regions": int(len(regions)), "changed_regions": int(len(better)), "changed_pixels": int(changed)}

@@ -72,10 +72,14 @@ class OrientationIndexer:
         if h != w or h % self.input_size:
             raise DataError(f"{where}: patterns of {h}x{w} px cannot be binned to the model's {self.input_size} px; "
                             f"use square patterns whose side is a multiple of {self.input_size}")
-        trained = self.physics.reciprocal_px_invA * self.physics.image_size_px / h
+        trained = self._px(h)
         if reciprocal_px_invA is not None and abs(reciprocal_px_invA / trained - 1) > 0.02:
             raise DataError(f"{where}: calibration {reciprocal_px_invA:.5g} Å⁻¹/px differs from the model's "
                             f"{trained:.5g} Å⁻¹/px at {h} px; rebin the scan or train for this camera length")
+
+    def _px(self, size_px: int, reciprocal_px_invA: float | None = None) -> float:
+        """The detector's reciprocal pixel size [Å⁻¹/px]: as given, or the model's binned to ``size_px``."""
+        return reciprocal_px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / size_px
 
     def _refiner_for(self, size_px: int, px_invA: float):
         from diffractnet.index.refine import RefineSettings, Refiner
@@ -90,7 +94,7 @@ class OrientationIndexer:
         """Build the class templates and the refiner for this detector now; returns the seconds it took
         (reported as set-up, like a template library, not as indexing time)."""
         started = time.perf_counter()
-        px = px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / size_px
+        px = self._px(size_px, px_invA)
         if self.head == "beam_direction":
             self._bank_for(size_px, px)[0].template_fft
         if self.refine:
@@ -146,7 +150,7 @@ class OrientationIndexer:
         from diffractnet.tasks.orientation import confidence_from_error, decode_outputs, matrices_to_quaternions
 
         images = torch.as_tensor(np.asarray(patterns, dtype=np.float32))
-        px = reciprocal_px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / images.shape[-1]
+        px = self._px(images.shape[-1], reciprocal_px_invA)
         rots, errs, corrs, confs, tops, logps = [], [], [], [], [], []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size]
@@ -180,7 +184,7 @@ class OrientationIndexer:
         on the scale of ``index``'s."""
         images = torch.as_tensor(np.asarray(patterns, dtype=np.float32))
         size = images.shape[-1]
-        px = reciprocal_px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / size
+        px = self._px(size, reciprocal_px_invA)
         bank, features = self._bank_for(size, px)
         grid = self._grid(size, px)
         from diffractnet.index.polar import band_pass
@@ -198,7 +202,7 @@ class OrientationIndexer:
         """Patterns (P, H, W) refined from ``starts`` (P, 3, 3): (rotations (P, 3, 3), correlations (P,))."""
         images = torch.as_tensor(np.asarray(patterns, dtype=np.float32))
         size = images.shape[-1]
-        px = reciprocal_px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / size
+        px = self._px(size, reciprocal_px_invA)
         return self._refiner_for(size, px).refine(images, starts, try_beam_flip=try_beam_flip)
 
 
