@@ -339,3 +339,17 @@ def test_inplane_peaks_extend_the_single_best_turn(scan_path, beam_model):
     assert torch.allclose(rot[:, ::3], one_rot, atol=1e-5) and torch.allclose(score[:, ::3], one_score)
     per_class = score.reshape(len(images), 4, 3)
     assert torch.all(per_class[..., :1] >= per_class[..., 1:] - 1e-6)  # strongest turn first
+
+
+def test_map_scan_with_neighbour_averaging_indexes_the_averaged_patterns(scan_path, beam_model, tmp_path):
+    from diffractnet.index.pattern_averaging import averaged_rows
+
+    scan = open_scan(scan_path)
+    indexer = OrientationIndexer(beam_model, refine=True)
+    averaged = map_scan(scan, indexer, rows_per_block=2, progress=False, smooth_radius_px=0, average_neighbours=True,
+                        work_dir=tmp_path / "blocks")
+    direct = indexer.index(averaged_rows(scan, 0, SCAN_SHAPE[0]).reshape(-1, *scan.pattern_shape))
+    assert np.allclose(averaged.quaternions.reshape(-1, 4), direct["quaternions"], atol=1e-5)
+    assert averaged.info["average_neighbours"] is True
+    plain = map_scan(scan, indexer, rows_per_block=2, progress=False, smooth_radius_px=0, work_dir=tmp_path / "blocks")
+    assert not np.allclose(plain.quaternions, averaged.quaternions)  # the stamp changed: blocks recomputed

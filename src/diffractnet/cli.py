@@ -108,7 +108,7 @@ def _map(args: argparse.Namespace) -> int:
     summary = run_map(args.scan, args.model, args.out, template=args.template, refine=not args.no_refine,
                       template_resolution_deg=args.template_resolution, reciprocal_px_invA=args.px,
                       voltage_kV=args.kv, progress=not args.quiet, smooth_radius_px=args.smooth_radius,
-                      region_vote=args.region_vote)
+                      region_vote=args.region_vote, average_neighbours=args.average_neighbours)
     print(json.dumps({k: v for k, v in summary.items()}, indent=1, default=float))
     print(f"maps: {Path(args.out) / 'maps.png'}")
     return 0
@@ -233,8 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", action="store_true", help="also run pyxem template matching, side by side")
     p.add_argument("--template-resolution", type=float, default=1.0, help="template grid spacing [deg]")
     p.add_argument("--no-refine", action="store_true", help="network answer only, no refinement against the pattern")
-    p.add_argument("--smooth-radius", type=int, default=1,
+    p.add_argument("--smooth-radius", type=int, default=2,
                    help="grain-aware smoothing window half-width [scan px] (0: each pattern's own answer)")
+    p.add_argument("--average-neighbours", action="store_true",
+                   help="index each pattern averaged with its 4 scan neighbours (low-dose scans; see index.pattern_averaging)")
     p.add_argument("--region-vote", action="store_true",
                    help="re-decide each grain-like region from the pooled evidence of its pixels (slower; see index.regions)")
     p.add_argument("--px", type=float, default=None, help="reciprocal pixel size [1/Å per px] if the file lacks it")

@@ -155,7 +155,7 @@ def run_orientation_demo(out: Path) -> tuple[dict, object]:
         f"intensity perturbation, {spec.physics.dose_e:.0f} electrons per pattern). The model never saw the scan: it "
         "trained for under a minute on simulated single-grain patterns. Left to right: the truth, our map, pyxem's "
         f"template matching (1° grid), and the misorientation of each to the truth. Our map is smoothed grain-aware "
-        "(in each 3×3 window the neighbours within 2° of the best-supported orientation are averaged); the table "
+        "(in each 5×5 window the neighbours within 2° of the best-supported orientation are averaged); the table "
         "also gives each pattern's own answer. Files: orientation/ours.ang, "
         f"orientation/ours.h5 (MTEX / orix), orientation/summary.json. Full-size comparison: bench/orientation.py."],
         tables=[Table("Same scan, same CPU", rows)], figures=[FigureRef("Orientation maps", "orientation/maps.png")])

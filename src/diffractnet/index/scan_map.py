@@ -207,14 +207,16 @@ class OrientationIndexer:
 
 
 def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None = None, rows_per_block: int | None = None,
-             progress: bool = True, smooth_radius_px: int = 1, smooth_max_deg: float = 2.0,
-             region_vote: bool = False) -> OrientationMap:
+             progress: bool = True, smooth_radius_px: int = 2, smooth_max_deg: float = 2.0,
+             region_vote: bool = False, average_neighbours: bool = False) -> OrientationMap:
     """Index every pattern of ``scan`` (``io.scans.Scan``) → ``OrientationMap``; resumable via ``work_dir``.
 
     ``smooth_radius_px`` window half-width of the grain-aware map smoothing (0: none, the per-pattern
     answers as they are), ``smooth_max_deg`` the misorientation up to which neighbours count as one grain;
     ``region_vote`` (beam-direction models with refinement): re-decide each region's orientation from
-    the evidence of all its pixels (``index.regions.revote_regions``) before smoothing."""
+    the evidence of all its pixels (``index.regions.revote_regions``) before smoothing;
+    ``average_neighbours`` indexes each pattern averaged with its 4 scan neighbours
+    (``index.pattern_averaging``: for low-dose scans)."""
     from tqdm.auto import tqdm
 
     where = f"scan '{scan.path}'" if scan.path else "scan"
@@ -222,7 +224,7 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
     ny, nx = scan.scan_shape
     work = Path(work_dir) if work_dir is not None else None
     if work is not None:
-        _claim_work_dir(work, indexer, scan)
+        _claim_work_dir(work, indexer, scan, average_neighbours)
     rows = rows_per_block or max(1, 2048 // nx)
     setup_seconds = indexer.prepare(scan.pattern_shape[0], scan.reciprocal_px_invA)
     fields: dict[str, np.ndarray] = {}
@@ -232,7 +234,12 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
         y1 = min(ny, y0 + rows)
         done = None if work is None else _load_block(work / f"rows_{y0}_{y1}.npz")
         if done is None:
-            block = scan.rows(y0, y1)
+            if average_neighbours:
+                from diffractnet.index.pattern_averaging import averaged_rows
+
+                block = averaged_rows(scan, y0, y1)
+            else:
+                block = scan.rows(y0, y1)
             started = time.perf_counter()
             result = indexer.index(block.reshape(-1, *block.shape[-2:]), scan.reciprocal_px_invA)
             elapsed = time.perf_counter() - started
@@ -269,10 +276,11 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
                           crystal=indexer.crystal,
                           info={"refined": indexer.refine, "model": indexer.meta.get("arch"),
                                 "setup_seconds": setup_seconds, "smooth_radius_px": smooth_radius_px,
-                                "smooth_max_deg": smooth_max_deg, "region_vote": votes})
+                                "smooth_max_deg": smooth_max_deg, "region_vote": votes,
+                                "average_neighbours": average_neighbours})
 
 
-def _claim_work_dir(work: Path, indexer: OrientationIndexer, scan) -> None:
+def _claim_work_dir(work: Path, indexer: OrientationIndexer, scan, average_neighbours: bool = False) -> None:
     """Block results are reused only for the same model file, settings and scan; otherwise they are cleared."""
     import hashlib
     import json
@@ -280,7 +288,8 @@ def _claim_work_dir(work: Path, indexer: OrientationIndexer, scan) -> None:
     work.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(Path(indexer.model_path).read_bytes()).hexdigest()
     key = {"blocks_version": 2, "model_sha256": digest, "refine": indexer.refine, "candidates": indexer.candidates,
-           "scan": str(scan.path), "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape)}
+           "average_neighbours": bool(average_neighbours), "scan": str(scan.path),
+           "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape)}
     stamp = work / "blocks.json"
     try:
         same = json.loads(stamp.read_text()) == key

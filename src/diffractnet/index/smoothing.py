@@ -72,12 +72,12 @@ def _smooth_rows(stack: np.ndarray, mask: np.ndarray, weight: np.ndarray, rotati
     return mean, w.sum(-1) / total
 
 
-def smooth_orientation_map(quaternions: np.ndarray, crystal: Crystal, *, radius_px: int = 1, max_deg: float = 2.0,
+def smooth_orientation_map(quaternions: np.ndarray, crystal: Crystal, *, radius_px: int = 2, max_deg: float = 2.0,
                            weights: np.ndarray | None = None, rows_per_block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ny, nx, 4) unit quaternions (lab → crystal) → (smoothed (ny, nx, 4), support (ny, nx) in [0, 1]: the
     weighted fraction of the window that agreed with the pixel's reference within ``max_deg``).
 
-    ``radius_px`` window half-width (1: 3×3); ``weights`` (ny, nx) ≥ 0 per-pixel trust (e.g. a
+    ``radius_px`` window half-width (1: 3×3, 2: 5×5); ``weights`` (ny, nx) ≥ 0 per-pixel trust (e.g. a
     confidence; default all 1); pixels with weight 0 neither vote nor enter means, but are still
     assigned their neighbours' consensus.
     """

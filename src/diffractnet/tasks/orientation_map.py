@@ -46,11 +46,12 @@ def error_stats(quaternions: np.ndarray, truth: np.ndarray, crystal) -> dict:
 def run_map(scan_path: str | Path, model_path: str | Path, out_dir: str | Path, *, template: bool = True,
             template_resolution_deg: float = 1.0, refine: bool = True, truth: str | Path | None = "auto",
             reciprocal_px_invA: float | None = None, voltage_kV: float | None = None, progress: bool = True,
-            smooth_radius_px: int = 1, region_vote: bool = False) -> dict:
+            smooth_radius_px: int = 2, region_vote: bool = False, average_neighbours: bool = False) -> dict:
     """Map ``scan_path`` with the orientation model ``model_path`` (and pyxem template matching when
     ``template``); ``truth`` a ``.truth.npz`` (``"auto"``: beside a synthetic scan if present);
     ``smooth_radius_px`` the grain-aware smoothing window of our map (0: per-pattern answers);
-    ``region_vote`` re-decides each region from its pooled evidence first (``index.regions``). Returns the summary."""
+    ``region_vote`` re-decides each region from its pooled evidence first (``index.regions``);
+    ``average_neighbours`` indexes neighbour-averaged patterns (``index.pattern_averaging``). Returns the summary."""
     from diffractnet.analysis.orientation_maps import MapPanel, crystal_map, plot_orientation_maps, save_ang, save_orix_hdf5
     from diffractnet.data.polycrystal import load_truth, truth_path
     from diffractnet.index.scan_map import OrientationIndexer, map_scan
@@ -61,7 +62,7 @@ def run_map(scan_path: str | Path, model_path: str | Path, out_dir: str | Path, 
     scan = open_scan(scan_path, reciprocal_px_invA=reciprocal_px_invA, voltage_kV=voltage_kV)
     indexer = OrientationIndexer(model_path, refine=refine)
     ours = map_scan(scan, indexer, work_dir=out / "blocks", progress=progress, smooth_radius_px=smooth_radius_px,
-                    region_vote=region_vote)
+                    region_vote=region_vote, average_neighbours=average_neighbours)
     crystal = indexer.crystal
     _save_npz(out / "ours.npz", quaternions=ours.quaternions, confidence=ours.confidence,
               predicted_error_deg=ours.predicted_error_deg, correlation=ours.correlation,
@@ -73,7 +74,8 @@ def run_map(scan_path: str | Path, model_path: str | Path, out_dir: str | Path, 
     summary = {"scan": str(scan_path), "model": str(model_path), "material": crystal.name,
                "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape),
                "ours": {"seconds": ours.seconds, "patterns_per_s": ours.patterns_per_s, "refined": refine,
-                        "smooth_radius_px": smooth_radius_px, "region_vote": ours.info["region_vote"]}}
+                        "smooth_radius_px": smooth_radius_px, "region_vote": ours.info["region_vote"],
+                        "average_neighbours": average_neighbours}}
     panels = [MapPanel("diffractnet (IPF-z)", ours.quaternions)]
     tm = None
     if template:
