@@ -12,6 +12,11 @@ Measured on the bench's LiNiO2 scan: the pooled candidates do hold the right bea
 0.4°), but the refined correlation itself ranks a wrong orientation above the right one in other
 grains (one 0.1° grain went to 37° at +3 % score): the objective, not the search, is the limit, so
 the vote is off by default (``map_scan(region_vote=True)`` / ``diffractnet map --region-vote``).
+Refining on a region's mean pattern (noise and per-spot factors averaged away) does not separate them
+either: on the same scan a 260-pixel grain indexed 82° off scored 14.8020 at its answer and 14.8020
+at the truth (Al: grains 60° off, the <111> twin relation, within 0.03 %). The kinematic pattern of
+those grains is the same at both orientations within this detector's reach; a right answer there
+needs information the simulation does not carry (dynamical intensities, HOLZ lines), not a better search.
 
 - ``orientation_regions``: connected regions of 4-neighbours closer than ``max_deg``;
 - ``region_candidates``: per region, the classes with the largest summed log-probability, from each
