@@ -287,7 +287,7 @@ def _claim_work_dir(work: Path, indexer: OrientationIndexer, scan, average_neigh
 
     work.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(Path(indexer.model_path).read_bytes()).hexdigest()
-    key = {"blocks_version": 2, "model_sha256": digest, "refine": indexer.refine, "candidates": indexer.candidates,
+    key = {"blocks_version": 3, "model_sha256": digest, "refine": indexer.refine, "candidates": indexer.candidates,
            "average_neighbours": bool(average_neighbours), "scan": str(scan.path),
            "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape)}
     stamp = work / "blocks.json"
