@@ -21,24 +21,32 @@ import numpy as np
 def averaged_rows(scan, y0: int, y1: int) -> np.ndarray:
     """Rows ``y0 ≤ y < y1`` of ``scan`` (``io.scans.Scan``) as float32 (y1-y0, nx, H, W), each pattern
     the mean of itself and its in-scan 4-neighbours (fewer at the scan's edges)."""
-    ny = scan.scan_shape[0]
-    top, bottom = max(0, y0 - 1), min(ny, y1 + 1)
-    rows = scan.rows(top, bottom)  # (y1-y0 + halo, nx, H, W); NaN checked there
-    c0 = y0 - top
-    n = y1 - y0
-    out = rows[c0:c0 + n].copy()
+    rows, first = rows_with_halo(scan, y0, y1)
+    return average_neighbours(rows, first, y1 - y0)
+
+
+def rows_with_halo(scan, y0: int, y1: int) -> tuple[np.ndarray, int]:
+    """(rows y0-1 … y1 that exist, read and NaN-checked by ``scan.rows``; index of row y0 among them)."""
+    top, bottom = max(0, y0 - 1), min(scan.scan_shape[0], y1 + 1)
+    return scan.rows(top, bottom), y0 - top
+
+
+def average_neighbours(rows: np.ndarray, first: int, n: int) -> np.ndarray:
+    """(n, nx, H, W) means of rows ``first … first+n-1`` of ``rows`` with their 4-neighbours within ``rows``
+    (a neighbour row outside ``rows`` is the scan's edge)."""
+    out = rows[first:first + n].copy()
     count = np.ones((n, rows.shape[1]), dtype=np.float32)
-    if c0:  # the row above exists for every output row
-        out += rows[c0 - 1:c0 - 1 + n]
+    if first:  # the row above exists for every output row
+        out += rows[first - 1:first - 1 + n]
         count += 1
     elif n > 1:
         out[1:] += rows[:n - 1]
         count[1:] += 1
-    below = rows[c0 + 1:c0 + 1 + n]  # rows below, the last one missing at the scan's bottom edge
+    below = rows[first + 1:first + 1 + n]  # rows below, the last one missing at the scan's bottom edge
     out[:len(below)] += below
     count[:len(below)] += 1
-    out[:, 1:] += rows[c0:c0 + n, :-1]
-    out[:, :-1] += rows[c0:c0 + n, 1:]
+    out[:, 1:] += rows[first:first + n, :-1]
+    out[:, :-1] += rows[first:first + n, 1:]
     count[:, 1:] += 1
     count[:, :-1] += 1
     out /= count[:, :, None, None]

@@ -234,13 +234,16 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
         y1 = min(ny, y0 + rows)
         done = None if work is None else _load_block(work / f"rows_{y0}_{y1}.npz")
         if done is None:
-            if average_neighbours:
-                from diffractnet.index.pattern_averaging import averaged_rows
+            if average_neighbours:  # reading is not timed, the averaging is
+                from diffractnet.index import pattern_averaging
 
-                block = averaged_rows(scan, y0, y1)
+                rows_read, first = pattern_averaging.rows_with_halo(scan, y0, y1)
+                started = time.perf_counter()
+                block = pattern_averaging.average_neighbours(rows_read, first, y1 - y0)
+                del rows_read
             else:
                 block = scan.rows(y0, y1)
-            started = time.perf_counter()
+                started = time.perf_counter()
             result = indexer.index(block.reshape(-1, *block.shape[-2:]), scan.reciprocal_px_invA)
             elapsed = time.perf_counter() - started
             done = {k: v.reshape(y1 - y0, nx, *v.shape[1:]) for k, v in result.items()}
