@@ -301,16 +301,17 @@ def linio2_refine_case(crystals):
     return linio2, physics, q, images, start
 
 
-@pytest.mark.parametrize("stages", ["fine single stage", "defaults"])
-def test_refinement_improves_a_one_degree_start(linio2_refine_case, stages):
+@pytest.mark.parametrize("stages, search", [("fine single stage", "quadric"), ("defaults", "quadric"),
+                                            ("defaults", "axes"), ("defaults", "cube")])
+def test_refinement_improves_a_one_degree_start(linio2_refine_case, stages, search):
     from diffractnet.index.refine import RefineSettings, Refiner
 
     linio2, physics, q, images, start = linio2_refine_case
     if stages == "defaults":  # what OrientationIndexer uses
-        settings = RefineSettings.for_physics(physics)
+        settings = RefineSettings.for_physics(physics, search=search)
     else:
         settings = RefineSettings.for_physics(physics, smooth_px=(physics.spot_sigma_px,), start_step_deg=(1.0,),
-                                              width_scale=(1.0,))
+                                              width_scale=(1.0,), search=search)
     assert settings.excitation_width_invA == pytest.approx(math.sqrt(3) / (math.pi * 55.0))  # σ_s at mean thickness
     refiner = Refiner(linio2, physics.voltage_kV, REFINE_INVA, REFINE_PX, settings)
     rotations, scores = refiner.refine(images, start)
@@ -319,6 +320,47 @@ def test_refinement_improves_a_one_degree_start(linio2_refine_case, stages):
     after = misorientation_deg(matrices_to_quaternions(rotations), q, linio2)
     # measured: median 0.34–0.46° over 6 draws of 32 patterns (start: 1.0° for every one)
     assert np.median(after) < 0.6 and (after < 0.5).mean() > 0.4, np.round(after, 2)
+
+
+def test_axis_newton_step_lands_on_the_peak_of_a_separable_quadratic():
+    """Scores of f(x) = −Σ cᵢ(xᵢ − pᵢ)² on the 7-point stencil at spacing h: the Newton step is p itself
+    while p lies inside ±h, clamped to ±h beyond it; an axis curving upward steps h toward its better side."""
+    from diffractnet.index.refine import _axis_newton, _neighbour_steps
+
+    steps = _neighbour_steps("axes")
+    assert steps.shape == (7, 3) and (steps[0] == 0).all() and (steps.abs().sum(1)[1:] == 1).all()
+    h = torch.tensor([0.02, 0.02])
+    peak = torch.tensor([[0.005, -0.013, 0.0], [0.05, 0.0, -0.001]])
+    c = torch.tensor([3.0, 1.0, 7.0])
+    x = steps[None] * h[:, None, None]
+    scores = -(c * (x - peak[:, None]) ** 2).sum(-1)
+    step = _axis_newton(scores, h)
+    assert torch.allclose(step[0], peak[0], atol=1e-6)
+    assert torch.allclose(step[1], torch.tensor([0.02, 0.0, -0.001]), atol=1e-6)  # x beyond +h: clamped
+    upward = _axis_newton(-scores, h)  # every curvature positive: full steps toward the higher side
+    assert torch.allclose(upward[0], torch.tensor([-0.02, 0.02, 0.0]), atol=1e-6)
+    with pytest.raises(ValueError, match="axes"):
+        _neighbour_steps("spiral")
+
+
+def test_quadric_newton_step_lands_on_the_peak_of_a_coupled_quadratic():
+    """Scores of f(x) = −(x − p)ᵀA(x − p) with a non-diagonal A on the 10-point stencil: the full Newton
+    step is p (the axis parabolas alone miss it); beyond ±h it is scaled back along the same direction;
+    with an upward-curving A it falls back to the axis steps."""
+    from diffractnet.index.refine import _axis_newton, _neighbour_steps, _quadric_newton
+
+    steps = _neighbour_steps("quadric")
+    assert steps.shape == (10, 3) and torch.equal(steps[:7], _neighbour_steps("axes"))
+    a = torch.tensor([[4.0, 1.5, 0.5], [1.5, 3.0, -1.0], [0.5, -1.0, 2.0]])  # positive definite
+    h = torch.tensor([0.02, 0.02])
+    peak = torch.tensor([[0.006, -0.011, 0.004], [0.08, 0.0, 0.02]])
+    x = steps[None] * h[:, None, None] - peak[:, None]
+    scores = -torch.einsum("bsi,ij,bsj->bs", x, a, x)
+    step = _quadric_newton(scores, h)
+    assert torch.allclose(step[0], peak[0], atol=1e-5)
+    assert not torch.allclose(_axis_newton(scores[:, :7], h)[0], peak[0], atol=1e-3)
+    assert torch.allclose(step[1], peak[1] * 0.02 / 0.08, atol=1e-5)  # same direction, largest component h
+    assert torch.allclose(_quadric_newton(-scores, h), _axis_newton(-scores[:, :7], h))
 
 
 def test_beam_flip_needs_its_margin_to_replace_the_start(linio2_refine_case):

@@ -72,3 +72,23 @@ def test_bad_maps_are_clear_errors():
         smooth_orientation_map(good, crystal, weights=-np.ones((3, 4)))
     with pytest.raises(DataError, match="radius_px"):
         smooth_orientation_map(good, crystal, radius_px=0)
+
+
+@pytest.mark.parametrize("name, radius", [("Al", 1), ("LiNiO2", 2)])
+def test_close_pairs_from_offset_maps_equal_the_pairwise_comparison_in_each_window(name, radius):
+    """The 81 difference maps give, for every pixel (edges and block seams included), the same
+    within-``max_deg`` pairs as comparing all W² pairs of its window directly."""
+    from diffractnet.index.smoothing import _aligned, _close_pairs, _windows
+
+    crystal, rng = make_crystal(name), np.random.default_rng(2)
+    _, noisy, _ = _two_grains(crystal, rng, size=(7, 9), noise_deg=1.5, outliers=0.2)
+    rotations = laue_rotations(crystal)
+    stack, mask = _windows(noisy, radius)
+    _, pair = _aligned(stack, stack[..., None, :, :], rotations)
+    direct = (pair < 2.0) & mask[..., None, :] & mask[..., :, None]
+    assert 0.05 < direct[mask].mean() < 0.95  # both outcomes occur
+    padded = np.pad(noisy, ((2 * radius, 2 * radius), (2 * radius, 2 * radius), (0, 0)))
+    for y0, y1 in [(0, 7), (0, 2), (2, 5), (6, 7)]:
+        close = _close_pairs(padded, y0, y1, radius, rotations, 2.0)
+        m = mask[y0:y1]
+        assert np.array_equal(close & m[..., None, :] & m[..., :, None], direct[y0:y1]), (y0, y1)

@@ -85,10 +85,11 @@ def polar_images(images: torch.Tensor, grid: PolarGrid, reciprocal_px_invA: floa
     return polar / polar.flatten(1).norm(dim=-1).clamp(min=1e-12)[:, None, None] * math.sqrt(polar[0].numel())
 
 
-def invariant_features(polar: torch.Tensor, harmonics: int) -> torch.Tensor:
-    """(B, R, A) polar images → (B, 1, R, harmonics) log-magnitudes of the azimuthal spectrum (in-plane invariant)."""
-    spectrum = torch.fft.rfft(polar, dim=-1).abs()[..., :harmonics]
-    return torch.log1p(spectrum)[:, None]
+def invariant_features(polar: torch.Tensor, harmonics: int, spectrum: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, R, A) polar images → (B, 1, R, harmonics) log-magnitudes of the azimuthal spectrum (in-plane
+    invariant); ``spectrum`` their ``torch.fft.rfft`` along the azimuth, if already computed."""
+    spectrum = torch.fft.rfft(polar, dim=-1) if spectrum is None else spectrum
+    return torch.log1p(spectrum[..., :harmonics].abs())[:, None]
 
 
 class PolarFeatures:

@@ -82,13 +82,19 @@ class OrientationIndexer:
         return reciprocal_px_invA or self.physics.reciprocal_px_invA * self.physics.image_size_px / size_px
 
     def _refiner_for(self, size_px: int, px_invA: float):
-        from diffractnet.index.refine import RefineSettings, Refiner
+        from diffractnet.index.refine import Refiner
 
         key = (size_px, round(px_invA, 8))
         if self._refiner is None or self._refiner[0] != key:
-            settings = RefineSettings.for_physics(self.physics)
-            self._refiner = (key, Refiner(self.crystal, self.physics.voltage_kV, px_invA, size_px, settings))
+            self._refiner = (key, Refiner(self.crystal, self.physics.voltage_kV, px_invA, size_px,
+                                          self.refine_settings()))
         return self._refiner[1]
+
+    def refine_settings(self):
+        """The ``RefineSettings`` this indexer refines with (matched to the model's scan physics)."""
+        from diffractnet.index.refine import RefineSettings
+
+        return RefineSettings.for_physics(self.physics)
 
     def prepare(self, size_px: int, px_invA: float | None = None) -> float:
         """Build the class templates and the refiner for this detector now; returns the seconds it took
@@ -96,7 +102,7 @@ class OrientationIndexer:
         started = time.perf_counter()
         px = self._px(size_px, px_invA)
         if self.head == "beam_direction":
-            self._bank_for(size_px, px)[0].template_fft
+            self._bank_for(size_px, px)[0].prepare()
         if self.refine:
             self._refiner_for(size_px, px)
         return time.perf_counter() - started
@@ -130,11 +136,12 @@ class OrientationIndexer:
         polar = features.polar(batch, band_passed)
         from diffractnet.index.polar import invariant_features
 
-        logits = self.model(invariant_features(polar, features.grid.harmonics).to(self.device)).float().cpu()
+        spectrum = torch.fft.rfft(polar, dim=-1)  # shared by the network's input and the in-plane step
+        logits = self.model(invariant_features(polar, features.grid.harmonics, spectrum).to(self.device)).float().cpu()
         if self.clamp:
             logits = logits.clamp(-self.clamp, self.clamp)
         top = logits.topk(min(self.candidates, logits.shape[-1]), dim=-1)
-        rotations, scores = bank.inplane(polar, top.indices)
+        rotations, scores = bank.inplane(polar, top.indices, spectrum=spectrum)
         best = scores.argmax(dim=-1)
         prob = torch.softmax(logits, -1).gather(1, top.indices).sum(-1)  # mass on the candidates
         listed = torch.log_softmax(logits, -1).topk(min(keep, logits.shape[-1]), dim=-1)
@@ -285,14 +292,17 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
 
 def _claim_work_dir(work: Path, indexer: OrientationIndexer, scan, average_neighbours: bool = False) -> None:
     """Block results are reused only for the same model file, settings and scan; otherwise they are cleared."""
+    import dataclasses
     import hashlib
     import json
 
     work.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(Path(indexer.model_path).read_bytes()).hexdigest()
-    key = {"blocks_version": 3, "model_sha256": digest, "refine": indexer.refine, "candidates": indexer.candidates,
+    settings = dataclasses.asdict(indexer.refine_settings()) if indexer.refine else None
+    key = {"blocks_version": 4, "model_sha256": digest, "refine": settings, "candidates": indexer.candidates,
            "average_neighbours": bool(average_neighbours), "scan": str(scan.path),
            "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape)}
+    key = json.loads(json.dumps(key))  # as it reads back (tuples become lists)
     stamp = work / "blocks.json"
     try:
         same = json.loads(stamp.read_text()) == key
