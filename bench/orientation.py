@@ -14,7 +14,7 @@ gain is visible. pyxem runs at a 1° template grid with full correlation
 ``pyxem_p90_deg`` and the same under ``low_dose`` (plus ``ours_per_pattern_*`` and ``pyxem_smoothed_*``;
 under ``low_dose`` also ``averaged_*``: both methods on neighbour-averaged patterns).
 
-    python bench/orientation.py [--materials LiNiO2 Al] [--train-minutes 10] [--device cuda] [--json out.json]
+    python bench/orientation.py [--materials LiNiO2 Al] [--train-minutes 10] [--device cuda] [--scan-seed 101] [--json out.json]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--scan", type=int, nargs=2, default=[64, 64], help="scan rows and columns")
     p.add_argument("--grains", type=int, default=24)
+    p.add_argument("--scan-seed", type=int, default=101, help="seed of the synthetic scans (another seed: a fresh check)")
     p.add_argument("--dose", type=float, default=5e4, help="electrons per pattern")
     p.add_argument("--low-dose", type=float, default=2e3, help="electrons per pattern of the low-dose scan")
     p.add_argument("--train-minutes", type=float, default=8.0, help="training budget per material")
@@ -148,8 +149,9 @@ def main() -> int:
         model = train_model(material, args.out / f"model_{material}", args.train_minutes, args.model, args.threads,
                             args.device, args.quick)
         train_s = time.perf_counter() - started
-        normal = make_scan(material, args.out, args.scan, args.grains, args.dose, seed=101)
-        low = make_scan(material, args.out, args.scan, args.grains, args.low_dose, seed=101)
+        scans = args.out if args.scan_seed == 101 else args.out / f"scans_seed{args.scan_seed}"
+        normal = make_scan(material, scans, args.scan, args.grains, args.dose, seed=args.scan_seed)
+        low = make_scan(material, scans, args.scan, args.grains, args.low_dose, seed=args.scan_seed)
         low_dose = measure(low, model, args)
         averaged = measure(low, model, args, average=True)
         low_dose.update({f"averaged_{k}": averaged[k] for k in AVERAGED_KEYS})
@@ -168,7 +170,7 @@ def print_table(results: dict, args) -> None:
             f"{'pyxem flip-eq med°':>18s} {'ours per-pattern med°/p90°':>26s} {'pyxem smoothed med°/p90°':>24s}")
     print(f"\ndevice {args.device}, {args.threads} threads, scan {args.scan[0]}x{args.scan[1]}, template grid "
           f"{args.template_resolution}°, frac_keep {args.frac_keep}, refine {not args.no_refine}, "
-          f"ours: median of {args.repeats} runs")
+          f"ours: median of {args.repeats} runs, scan seed {args.scan_seed}")
     print(head)
     for material, r in results.items():
         for dose, row in ((r["dose_e"], r), (r["low_dose_e"], r["low_dose"])):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from diffractnet.analysis.orientation_maps import misorientation_deg
+from diffractnet.analysis.misorientation import misorientation_deg
 from diffractnet.data.polycrystal import PolycrystalSpec, generate_polycrystal, load_truth, resolve_crystal
 from diffractnet.data.scan_physics import ScanPhysics
 from diffractnet.errors import DataError

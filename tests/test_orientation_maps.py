@@ -5,14 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diffractnet.analysis.misorientation import laue_rotations, misorientation_deg, misorientation_stats
 from diffractnet.analysis.orientation_maps import (
     MapPanel,
     crystal_map,
     grain_boundaries,
     ipf_rgb,
-    laue_rotations,
-    misorientation_deg,
-    misorientation_stats,
     plot_orientation_maps,
     save_ang,
     save_orix_hdf5,

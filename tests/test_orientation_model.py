@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from diffractnet.analysis.orientation_maps import misorientation_deg
+from diffractnet.analysis.misorientation import misorientation_deg
 from diffractnet.data.scan_physics import ScanPhysics, synthesize_patterns
 from diffractnet.errors import ConfigError
 from diffractnet.physics.orientations import (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import make_crystal
-from diffractnet.analysis.orientation_maps import _multiply, laue_rotations, misorientation_deg
+from diffractnet.analysis.misorientation import _multiply, laue_rotations, misorientation_deg
 from diffractnet.errors import DataError
 from diffractnet.index.smoothing import smooth_orientation_map
 from diffractnet.physics.orientations import random_quaternions

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from diffractnet.errors import DataError, DiffractNetError
-from diffractnet.analysis.orientation_maps import misorientation_deg
+from diffractnet.analysis.misorientation import misorientation_deg
 from diffractnet.index.template import (
     AZIMUTHAL_BINS,
     TemplateResult,

@@ -47,8 +47,8 @@ def soft_labels(cosines: torch.Tensor, sigma_deg: float) -> torch.Tensor:
 
 class BeamDirectionBank:
     """Classes, equivalences and polar templates of ``crystal`` for one set-up (``physics``, ``grid``);
-    ``inplane_harmonics`` azimuthal harmonics the in-plane correlation uses (None: all; 32 of 129 moved
-    the bench's LiNiO2 map median by 0.006° and cut the step's time in half)."""
+    ``inplane_harmonics`` azimuthal harmonics the in-plane correlation uses (None: all; on the bench's
+    LiNiO2 scan 32 of 129 moved the map median by 0.006° and halved the step's time, a one-off check)."""
 
     def __init__(self, crystal: Crystal, bin_deg: float, physics, grid: PolarGrid,
                  template_thickness_factor: float = 0.5, inplane_harmonics: int | None = 32) -> None:
@@ -64,6 +64,7 @@ class BeamDirectionBank:
         self._template_fft: torch.Tensor | None = None
         self.template_thickness_factor = float(template_thickness_factor)
         self.inplane_harmonics = inplane_harmonics
+        self._conj: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.directions)
@@ -133,13 +134,14 @@ class BeamDirectionBank:
 
     def prepare(self) -> None:
         """Build the templates and what the in-plane step derives from them now (not on first use)."""
-        self._conj_spectra, self._template_norms()
+        self._conj_spectra
+        self._template_norms()
 
     @property
     def _conj_spectra(self) -> torch.Tensor:
         """(2N, radii, F) conjugate template spectra up to azimuthal harmonic ``inplane_harmonics`` (the
         correlation's peak, refined afterwards, needs no finer detail; half the spectrum, half the cost)."""
-        if getattr(self, "_conj", None) is None:
+        if self._conj is None:
             keep = self.template_fft.shape[-1] if self.inplane_harmonics is None else self.inplane_harmonics + 1
             self._conj = self.template_fft[..., :keep].conj().contiguous()
         return self._conj

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffractnet.analysis.orientation_maps import misorientation_deg
+from diffractnet.analysis.misorientation import misorientation_deg
 from diffractnet.structures.crystal import Crystal
 
 

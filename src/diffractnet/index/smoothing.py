@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffractnet.analysis.orientation_maps import _angle_deg, _conjugate, _multiply, laue_rotations
+from diffractnet.analysis.misorientation import _angle_deg, _conjugate, _multiply, laue_rotations
 from diffractnet.errors import DataError
 from diffractnet.structures.crystal import Crystal
 

@@ -36,7 +36,7 @@ def template_map(scan, crystal, *, resolution_deg: float = 1.0, frac_keep: float
 
 def error_stats(quaternions: np.ndarray, truth: np.ndarray, crystal) -> dict:
     """Misorientation to truth: raw, and with a 180° turn about the beam counted as right."""
-    from diffractnet.analysis.orientation_maps import misorientation_deg, misorientation_stats
+    from diffractnet.analysis.misorientation import misorientation_deg, misorientation_stats
 
     raw = misorientation_deg(quaternions, truth, crystal)
     flip = misorientation_deg(quaternions, truth, crystal, beam_flip_equal=True)
