@@ -8,7 +8,8 @@ scan's dose and at a low dose. Our map is smoothed grain-aware (``index.smoothin
 its milliseconds count in our patterns/s); each pattern's own answer is reported too ("per pattern"),
 and pyxem's map is also shown after the same filter ("pyxem smoothed"), so the filter's share of the
 gain is visible. pyxem runs at a 1° template grid with full correlation
-(``frac_keep=1``) unless told otherwise; it runs once (~2 min per scan), our map ``--repeats`` times
+(``frac_keep=1``) unless told otherwise; it runs once (~2 min per scan) in a spawned process of its
+own (numba's thread pool, once started, slowed our map ~30 % in a shared process), our map ``--repeats`` times
 (~2 s each) and the median run counts. ``--json PATH`` writes, per material, ``ours_patterns_per_s``,
 ``pyxem_patterns_per_s``, ``ratio``, ``ours_median_deg``, ``ours_p90_deg``, ``pyxem_median_deg``,
 ``pyxem_p90_deg`` and the same under ``low_dose`` (plus ``ours_per_pattern_*`` and ``pyxem_smoothed_*``;
@@ -81,22 +82,63 @@ def make_scan(material: str, out: Path, shape: list[int], grains: int, dose: flo
     return path
 
 
-def measure(scan_path: Path, model_path: Path, args, average: bool = False) -> dict:
-    """Both methods on one scan held in memory (file reading is not timed for either); ``average``: our
-    map indexes neighbour-averaged patterns (``index.pattern_averaging``, its time counted) and pyxem
-    runs on the same averaged patterns."""
+def _in_memory(scan_path: Path, average: bool):
+    """The scan at ``scan_path`` as a ``Scan`` over one in-memory array (reading is timed for neither
+    method), plus its neighbour-averaged patterns in the same form when ``average``."""
+    import dask.array as da
     import numpy as np
 
-    from diffractnet.data.polycrystal import load_truth
-    from diffractnet.index.scan_map import OrientationIndexer, map_scan
     from diffractnet.io.scans import Scan, open_scan
-    from diffractnet.tasks.orientation_map import error_stats, template_map
 
     scan = open_scan(scan_path)
-    import dask.array as da
+    chunks = (max(1, 2048 // scan.scan_shape[1]), -1, -1, -1)
+    meta = tuple(getattr(scan, k) for k in ("reciprocal_px_invA", "voltage_kV", "scan_step_nm", "path", "metadata"))
+    in_memory = Scan(da.from_array(np.asarray(scan.data), chunks=chunks), *meta)
+    if not average:
+        return in_memory, None
+    from diffractnet.index.pattern_averaging import averaged_rows
 
-    in_memory = Scan(da.from_array(np.asarray(scan.data), chunks=(max(1, 2048 // scan.scan_shape[1]), -1, -1, -1)),
-                     scan.reciprocal_px_invA, scan.voltage_kV, scan.scan_step_nm, scan_path, scan.metadata)
+    mean = averaged_rows(in_memory, 0, in_memory.scan_shape[0])
+    return in_memory, Scan(da.from_array(mean, chunks=chunks), *meta)
+
+
+def pyxem_job(scan_path: Path, crystal, resolution_deg: float, frac_keep: float, average: bool, threads: int):
+    """pyxem template matching of one scan, run in a fresh process (``run_pyxem``) → ``TemplateResult``.
+    The first call on four patterns pays numba's JIT and pyxem's first-call costs off the clock; the
+    template library is built outside the timing too."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from diffractnet.io.scans import Scan
+    from diffractnet.tasks.orientation_map import template_map
+
+    plain, averaged = _in_memory(scan_path, average)
+    scan = averaged if average else plain
+    warm = Scan(scan.data[:1, :4], *(getattr(scan, k) for k in ("reciprocal_px_invA", "voltage_kV", "scan_step_nm",
+                                                                  "path", "metadata")))
+    template_map(warm, crystal, resolution_deg=resolution_deg, frac_keep=frac_keep, progress=False)
+    return template_map(scan, crystal, resolution_deg=resolution_deg, frac_keep=frac_keep, progress=False)
+
+
+def run_pyxem(scan_path: Path, crystal, args, average: bool):
+    """``pyxem_job`` in a spawned process. In our process numba's OpenMP pool, once pyxem has started it,
+    slowed our later maps by ~30 % (it oversubscribes the cores beside torch's pool); a process of its
+    own keeps each method on a machine as the other left it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(pyxem_job, scan_path, crystal, args.template_resolution, args.frac_keep, average,
+                           args.threads).result()
+
+
+def measure(scan_path: Path, model_path: Path, args, average: bool = False) -> dict:
+    """Both methods on one scan held in memory (file reading is not timed for either); ``average``: both
+    index neighbour-averaged patterns (``index.pattern_averaging``; its time counted in ours)."""
+    from diffractnet.data.polycrystal import load_truth
+    from diffractnet.index.scan_map import OrientationIndexer, map_scan
+
+    in_memory, _ = _in_memory(scan_path, False)
     truth = load_truth(scan_path)["quaternions"]
     indexer = OrientationIndexer(model_path, refine=not args.no_refine, device=args.device)
     # templates built off the clock; our map takes ~2 s, so one run is at the mercy of this machine's
@@ -104,19 +146,9 @@ def measure(scan_path: Path, model_path: Path, args, average: bool = False) -> d
     runs = sorted((map_scan(in_memory, indexer, progress=False, average_neighbours=average)
                    for _ in range(max(1, args.repeats))), key=lambda m: m.seconds)
     ours = runs[len(runs) // 2]
-    if average:
-        from diffractnet.index.pattern_averaging import averaged_rows
-
-        mean = averaged_rows(in_memory, 0, in_memory.scan_shape[0])
-        in_memory = Scan(da.from_array(mean, chunks=in_memory.data.chunksize), *(getattr(in_memory, k) for k in (
-            "reciprocal_px_invA", "voltage_kV", "scan_step_nm", "path", "metadata")))
-    warm = Scan(in_memory.data[:1, :4], *(getattr(in_memory, k) for k in ("reciprocal_px_invA", "voltage_kV",
-                                                                          "scan_step_nm", "path", "metadata")))
-    template_map(warm, indexer.crystal, resolution_deg=args.template_resolution, frac_keep=args.frac_keep,
-                 progress=False)  # numba JIT and pyxem's first-call costs, outside the timing
-    tm = template_map(in_memory, indexer.crystal, resolution_deg=args.template_resolution, frac_keep=args.frac_keep,
-                      progress=False)  # library build is outside its timing too
+    tm = run_pyxem(scan_path, indexer.crystal, args, average)
     from diffractnet.index.smoothing import smooth_orientation_map
+    from diffractnet.tasks.orientation_map import error_stats
 
     e_ours, e_tm = error_stats(ours.quaternions, truth, indexer.crystal), error_stats(tm.quaternions, truth, indexer.crystal)
     e_own = error_stats(ours.per_pattern_quaternions, truth, indexer.crystal)["raw"]

@@ -8,7 +8,7 @@ import torch
 from diffractnet.errors import DataError
 from diffractnet.physics import SpotSimulator, zone_axis_quaternion
 from diffractnet.render import Detector, render_spot_patterns
-from diffractnet.render.canonical import lattice_frames, lattice_view, model_view, rotate_images
+from diffractnet.render.canonical import UNIT_FRACTION, lattice_frames, lattice_view, model_view, rotate_images
 from diffractnet.structures.library import get_material
 
 TURNS_DEG = (0.0, 37.0, 123.0, 200.0)
@@ -42,6 +42,7 @@ def test_views_and_bad_view():
     images = _patterns("Al", (0, 1, 1))
     assert model_view(images, "plain") is images
     assert model_view(images, "lattice").shape == images.shape
+    assert model_view(images, "lattice_unit").shape == images.shape
     with pytest.raises(DataError, match="unknown input view"):
         model_view(images, "polar")
 
@@ -75,3 +76,30 @@ def test_lattice_frame_puts_the_nearest_spot_on_x_and_the_next_above():
     view = lattice_view(image[:, None])[0, 0]
     y, x = divmod(int(view[:, 24 + 4:].argmax()), view.shape[-1] - 28)
     assert abs(x + 28 - 32) <= 1 and abs(y - 24) <= 1
+
+
+def test_unit_lattice_view_removes_the_lattice_constant():
+    """One W [001] pattern on detectors of 0.04 and 0.05 Å⁻¹/px (as if the cell were 25 % larger): the
+    ``lattice`` views differ, the ``lattice_unit`` views agree, with the nearest spot at UNIT_FRACTION of
+    the side on +x; a pattern without spots passes unzoomed."""
+    crystal = get_material("W")
+    spots = SpotSimulator(200, 1.8, 20).simulate(crystal, zone_axis_quaternion(crystal, (0, 0, 1), inplane_deg=20))
+
+    def render(px):
+        det = Detector(image_size_px=64, reciprocal_px_invA=px, intensity_power=0.5, spot_sigma_px=1.0)
+        return render_spot_patterns(spots, det, torch.Generator().manual_seed(0))[:, None]
+
+    def rel(a, b):
+        return float(((a - b).abs() * DISC).sum() / (b.abs() * DISC).sum())
+
+    near, far = render(0.04), render(0.05)
+    unit_near, unit_far = lattice_view(near, unit=True), lattice_view(far, unit=True)
+    plain_diff = rel(lattice_view(near)[0, 0], lattice_view(far)[0, 0])
+    unit_diff = rel(unit_near[0, 0], unit_far[0, 0])  # what is left: spot widths zoomed by 0.95 and 1.19
+    assert unit_diff < 0.5 * plain_diff, (unit_diff, plain_diff)
+    _, _, length = lattice_frames(unit_near, with_length=True)
+    assert length.item() == pytest.approx(UNIT_FRACTION * 64, abs=0.7)
+    angle, _ = lattice_frames(unit_near)
+    assert abs(angle.item()) < 3 or abs(abs(angle.item()) - 180) < 3
+    blank = torch.zeros(1, 1, 64, 64)
+    assert torch.equal(lattice_view(blank, unit=True), blank)

@@ -90,3 +90,25 @@ def test_registry_errors(tmp_path):
     (tmp_path / "x.safetensors").write_text(json.dumps({"not": "weights"}))
     with pytest.raises(ConfigError):
         create_model("resnet18", pretrained=tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "swin_t"])
+def test_inference_model_gives_the_same_outputs(name):
+    """``for_inference``: BatchNorms folded into their convolutions where fx can trace the model (none
+    left in the small CNN and ResNet18), channels-last layout, outputs equal to the trained model's;
+    the trained model itself is left as it was."""
+    from diffractnet.models.inference import for_inference
+
+    torch.manual_seed(0)
+    model = create_model(name, "spacegroup", in_chans=1, num_outputs=5, image_size=64).eval()
+    for m in model.modules():  # non-trivial running statistics, so folding has something to get right
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.weight.data.uniform_(0.5, 1.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = for_inference(model)
+    x = torch.randn(3, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), atol=1e-4, rtol=1e-4)
+    if name != "swin_t":
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

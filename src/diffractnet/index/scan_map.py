@@ -54,7 +54,10 @@ class OrientationIndexer:
         from diffractnet.data.scan_physics import ScanPhysics
         from diffractnet.models.checkpoint import load_model
 
-        self.model, self.meta = load_model(model_path, task="orientation", device=device)
+        from diffractnet.models.inference import for_inference
+
+        model, self.meta = load_model(model_path, task="orientation", device=device)
+        self.model = for_inference(model)  # BatchNorms folded, channels-last: same outputs, ~2x faster
         self.model_path = Path(model_path)
         self.device, self.batch_size = torch.device(device), int(batch_size)
         self.crystal = resolve_crystal(self.meta["material"])

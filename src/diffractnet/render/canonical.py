@@ -7,8 +7,11 @@ two shortest vectors of the 2D lattice. ``lattice_view`` turns the pattern so th
 and mirrors it if needed so the second lies at an angle of at most 90° from the x axis (the pattern
 is centrosymmetric, so only the angle mod 180° matters). Spots are local maxima of the band-passed
 pattern with 5×5 centroids; equivalent spots lead to the same view, and a pattern of one lattice
-type is shown in one alignment, whatever its material. The view keeps the absolute scale: spot
-spacings stay in Å⁻¹, which tells much about a crystal.
+type is shown in one alignment, whatever its material. The ``lattice`` view keeps the absolute scale:
+spot spacings stay in Å⁻¹. ``lattice_unit`` also zooms each pattern so its shortest spot vector is
+``UNIT_PX`` long: spacings in units of the lattice's own, so a material whose cell is larger or
+smaller than any in training looks like its structure type (the lattice constant says little about
+the space group, and a network that keys on it fails on unseen materials).
 """
 
 from __future__ import annotations
@@ -17,16 +20,21 @@ import torch
 
 from diffractnet.errors import DataError
 
-VIEWS = {"plain": 1, "lattice": 1}  # input view → channels
+VIEWS = {"plain": 1, "lattice": 1, "lattice_unit": 1}  # input view → channels
+UNIT_FRACTION = 1 / 6  # lattice_unit: the shortest spot vector's length, as a fraction of the image side
+ZOOM_RANGE = (0.4, 2.5)  # lattice_unit: the most it zooms out and in
 
 
-def rotate_images(images: torch.Tensor, angle_deg: torch.Tensor) -> torch.Tensor:
+def rotate_images(images: torch.Tensor, angle_deg: torch.Tensor, zoom: torch.Tensor | None = None) -> torch.Tensor:
     """Turn each image of (B, ..., H, W) about its centre by ``angle_deg`` (B,) [deg, counter-clockwise in
-    x-right / y-down pixel axes, as ``render`` turns patterns] (bilinear, zeros outside)."""
+    x-right / y-down pixel axes, as ``render`` turns patterns] (bilinear, zeros outside), and magnified
+    by ``zoom`` (B,) about the centre if given (> 1: spots move outward)."""
     shape = images.shape
     x = images.float().reshape(shape[0], -1, *shape[-2:])
     a = torch.deg2rad(angle_deg.float())
     c, s = torch.cos(a), torch.sin(a)
+    if zoom is not None:
+        c, s = c / zoom, s / zoom
     # affine_grid maps output → input coordinates: rotate the sampling grid by −angle
     theta = torch.stack([torch.stack([c, s, torch.zeros_like(c)], -1),
                          torch.stack([-s, c, torch.zeros_like(c)], -1)], 1)
@@ -56,11 +64,13 @@ def _peak_maps(images: torch.Tensor, r_min_px: float, rel_threshold: float):
 
 
 def lattice_frames(images: torch.Tensor, r_min_px: float = 3.0, rel_threshold: float = 0.2,
-                   collinear_sin: float = 0.25, tie: float = 1.04) -> tuple[torch.Tensor, torch.Tensor]:
+                   collinear_sin: float = 0.25, tie: float = 1.04,
+                   with_length: bool = False) -> tuple[torch.Tensor, ...]:
     """(B, [1,] H, W) patterns → (angle θ₁ [deg], mirror (B,) bool) of the frame a crystallographer would
     index in: the spot nearest the direct beam on +x; then, of the nearest spots not in line with it
     (lengths within ``tie``), the one at the smallest angle φ to the x axis (φ mod 180°: the pattern is
-    centrosymmetric), mirrored if needed so that φ ≤ 90°. Patterns without spots get θ₁ = 0, no mirror."""
+    centrosymmetric), mirrored if needed so that φ ≤ 90°. Patterns without spots get θ₁ = 0, no mirror.
+    ``with_length``: also the length of the first spot vector [px] (NaN without spots)."""
     peaks, cx, cy = _peak_maps(images, r_min_px, rel_threshold)
     b = len(peaks)
     flat = peaks.reshape(b, -1)
@@ -80,13 +90,21 @@ def lattice_frames(images: torch.Tensor, r_min_px: float = 3.0, rel_threshold: f
     found = torch.isfinite(r.gather(1, first[:, None]))[:, 0]
     mirror = (phi.gather(1, second) > torch.pi / 2)[:, 0] & torch.isfinite(key.gather(1, second))[:, 0] & found
     theta1 = torch.where(found, theta1[:, 0], torch.zeros_like(theta1[:, 0]))
+    if with_length:
+        length = torch.where(found, r.gather(1, first[:, None])[:, 0], torch.full_like(theta1, float("nan")))
+        return torch.rad2deg(theta1), mirror, length
     return torch.rad2deg(theta1), mirror
 
 
-def lattice_view(images: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) patterns turned (and mirrored) into their ``lattice_frames`` frame."""
-    angle, mirror = lattice_frames(images)
-    turned = rotate_images(images, -angle)
+def lattice_view(images: torch.Tensor, unit: bool = False) -> torch.Tensor:
+    """(B, 1, H, W) patterns turned (and mirrored) into their ``lattice_frames`` frame; ``unit``: also
+    zoomed so the shortest spot vector is ``UNIT_FRACTION`` of the side (within ``ZOOM_RANGE``; a
+    pattern without spots is not zoomed)."""
+    angle, mirror, length = lattice_frames(images, with_length=True)
+    zoom = None
+    if unit:
+        zoom = (UNIT_FRACTION * images.shape[-1] / length).nan_to_num(1.0).clamp(*ZOOM_RANGE)
+    turned = rotate_images(images, -angle, zoom)
     return torch.where(mirror[:, None, None, None], turned.flip(-2), turned)
 
 
@@ -94,6 +112,6 @@ def model_view(images: torch.Tensor, view: str = "plain") -> torch.Tensor:
     """(B, 1, H, W) rendered or loaded patterns → the classifier's input for ``view`` (``VIEWS``)."""
     if view == "plain":
         return images
-    if view == "lattice":
-        return lattice_view(images)
+    if view in ("lattice", "lattice_unit"):
+        return lattice_view(images, unit=view == "lattice_unit")
     raise DataError(f"unknown input view '{view}'; choose from {sorted(VIEWS)}")

@@ -28,7 +28,7 @@ class ImageSpec(StrictModel):
     """Detector used to render training images (see ``diffractnet.render.Detector``); ``view`` what the
     network reads: ``plain`` (the pattern) or ``lattice`` (the pattern turned and mirrored into the frame of
     its two shortest spot vectors, ``render.canonical``), which spares the network learning rotation
-    invariance from augmentation."""
+    invariance from augmentation, or ``lattice_unit`` (that, zoomed to a fixed shortest spot vector)."""
 
     size_px: int = Field(64, ge=16, le=1024)
     reciprocal_px_invA: float = Field(0.04, gt=0)
@@ -36,7 +36,7 @@ class ImageSpec(StrictModel):
     intensity_power: float = Field(0.5, gt=0)
     direct_beam: float = Field(1.0, ge=0)
     beam_stop_radius_px: float = Field(0.0, ge=0)
-    view: Literal["plain", "lattice"] = "plain"
+    view: Literal["plain", "lattice", "lattice_unit"] = "plain"
 
 
 class AugmentSpec(StrictModel):
