@@ -44,7 +44,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--scale", type=float, nargs=2, default=[0.92, 1.08], metavar=("MIN", "MAX"),
                    help="range of the random scale (camera length / voltage) augmentation")
-    p.add_argument("--view", choices=["plain", "lattice", "lattice_unit"], default="lattice",
+    p.add_argument("--view", choices=["plain", "lattice", "lattice_unit"], default="lattice_unit",
                    help="classifier input: the pattern as rendered, turned into its lattice frame, or also "
                         "zoomed to unit shortest spot vector")
     p.add_argument("--shell-jitter", type=float, default=0.0,

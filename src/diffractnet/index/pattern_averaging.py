@@ -32,22 +32,26 @@ def rows_with_halo(scan, y0: int, y1: int) -> tuple[np.ndarray, int]:
 
 
 def average_neighbours(rows: np.ndarray, first: int, n: int) -> np.ndarray:
-    """(n, nx, H, W) means of rows ``first … first+n-1`` of ``rows`` with their 4-neighbours within ``rows``
-    (a neighbour row outside ``rows`` is the scan's edge)."""
-    out = rows[first:first + n].copy()
-    count = np.ones((n, rows.shape[1]), dtype=np.float32)
+    """(n, nx, H, W) float32 means of rows ``first … first+n-1`` of ``rows`` with their 4-neighbours within
+    ``rows`` (a neighbour row outside ``rows`` is the scan's edge). In torch, so the sums use every
+    thread torch has (numpy's run on one)."""
+    import torch
+
+    r = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+    out = r[first:first + n].clone()
+    count = torch.ones((n, r.shape[1]), dtype=torch.float32)
     if first:  # the row above exists for every output row
-        out += rows[first - 1:first - 1 + n]
+        out += r[first - 1:first - 1 + n]
         count += 1
     elif n > 1:
-        out[1:] += rows[:n - 1]
+        out[1:] += r[:n - 1]
         count[1:] += 1
-    below = rows[first + 1:first + 1 + n]  # rows below, the last one missing at the scan's bottom edge
+    below = r[first + 1:first + 1 + n]  # rows below, the last one missing at the scan's bottom edge
     out[:len(below)] += below
     count[:len(below)] += 1
-    out[:, 1:] += rows[first:first + n, :-1]
-    out[:, :-1] += rows[first:first + n, 1:]
+    out[:, 1:] += r[first:first + n, :-1]
+    out[:, :-1] += r[first:first + n, 1:]
     count[:, 1:] += 1
     count[:, :-1] += 1
-    out /= count[:, :, None, None]
-    return out
+    out *= (1 / count)[:, :, None, None]
+    return out.numpy()
