@@ -49,6 +49,8 @@ def _parse() -> argparse.Namespace:
                         "zoomed to unit shortest spot vector")
     p.add_argument("--shell-jitter", type=float, default=0.0,
                    help="σ of the random log intensity factor per |g| shell in training (0: off)")
+    p.add_argument("--intensity-power", type=float, default=0.15,
+                   help="rendered spot brightness = (I / I_strongest) ** this (0.5: amplitudes; lower shows weak spots)")
     p.add_argument("--random-per-group", type=int, default=0,
                    help="pyxtal random crystals per group added to training only (0: built-in materials only)")
     p.add_argument("--random-max-atoms", type=int, default=32, help="largest conventional cell of a random crystal")
@@ -70,14 +72,14 @@ def dataset_config(name: str, out: Path, groups: list[int], per_zone: int, tilt:
 
 def train_config(dataset: Path, out: Path, model: str, minutes: float, patterns_per_s: float, scheme: str,
                  threads: int, scale: tuple[float, float] = (0.92, 1.08), view: str = "plain",
-                 shell_jitter: float = 0.0) -> dict:
+                 shell_jitter: float = 0.0, intensity_power: float = 0.5) -> dict:
     """Epochs sized so the run ends within ``minutes`` at the expected speed; max_time as a guard."""
     per_epoch = 8192
     epochs = max(2, int(minutes * 60 * 0.95 * patterns_per_s / per_epoch))  # 5 %: validation and checkpoints
     kwargs = {"width": 16} if model == "small_cnn" else {}
     return {"dataset": str(dataset), "output_dir": str(out), "seed": 7,
             "model": {"name": model, "kwargs": kwargs}, "labels": {"scheme": scheme},
-            "image": {"size_px": 64, "reciprocal_px_invA": 0.04, "spot_sigma_px": 1.0, "intensity_power": 0.5,
+            "image": {"size_px": 64, "reciprocal_px_invA": 0.04, "spot_sigma_px": 1.0, "intensity_power": intensity_power,
                       "view": view},
             "augment": {"center_shift_px": 2, "scale": list(scale), "spot_sigma_px": [0.8, 1.4],
                         "background": [0.0, 0.1], "dose_e": [3000, 30000], "shell_jitter": shell_jitter},
@@ -197,8 +199,9 @@ def main() -> int:
                                                  random_max_atoms=args.random_max_atoms)), workers=2, progress=False)
     results: dict = {"dataset_seconds": round(time.perf_counter() - t0, 1), "tilt_deg": args.tilt, "threads": args.threads,
                      "scale_augmentation": list(args.scale), "random_per_group": args.random_per_group,
-                     "view": args.view, "shell_jitter": args.shell_jitter}
-    options = {"scale": tuple(args.scale), "view": args.view, "shell_jitter": args.shell_jitter}
+                     "view": args.view, "shell_jitter": args.shell_jitter, "intensity_power": args.intensity_power}
+    options = {"scale": tuple(args.scale), "view": args.view, "shell_jitter": args.shell_jitter,
+               "intensity_power": args.intensity_power}
     minutes = dict(zip(args.models, args.minutes + [args.minutes[-1]] * len(args.models)))
     for name in args.models:
         print(f"training {name} ({minutes[name] * scale:.1f} min budget) ...", flush=True)
@@ -224,7 +227,7 @@ def _print_table(results: dict, args: argparse.Namespace) -> None:
     print(f"\nSpace groups {SEED003_GROUPS}, unseen test materials: {', '.join(rows[0][1]['test_materials'])}")
     print(f"zone axes (13, index <= 3) + random tilts <= {args.tilt} deg, Poisson noise; {args.threads} CPU threads")
     print(f"training materials: built-in + {args.random_per_group} pyxtal random crystals per group (training only); "
-          f"input view: {args.view}; shell intensity jitter σ {args.shell_jitter}")
+          f"input view: {args.view}; shell intensity jitter σ {args.shell_jitter}; intensity power {args.intensity_power}")
     head = (f"{'model':<22}{'single top-1':>13}{'within set':>12}{'fused-3 top-1':>15}{'seed003 mean':>14}"
             f"{'train min':>11}{'fused-3 mimic ok':>18}")
     print(head)
