@@ -202,6 +202,28 @@ def test_torch_dataset_renders_and_loads_in_workers(tiny_dataset):
         SpotDataset(config.output_dir, "train", det, target="colour")
 
 
+def test_training_inputs_and_predict_inputs_are_prepared_alike(tiny_dataset, tmp_path):
+    """One noisy pattern, as the loader gives it to training and as ``predict`` prepares the same counts
+    saved to a file: both normalise, apply the power per pixel after the noise and turn into the view."""
+    from diffractnet.render.images import render_patterns
+    from diffractnet.tasks.spacegroup_predict import images_for_model
+
+    config, _ = tiny_dataset
+    det = Detector(image_size_px=48, reciprocal_px_invA=0.06, intensity_power=0.3, dose_e=3000.0, background=0.05)
+    for view in ("plain", "lattice_unit"):
+        ds = SpotDataset(config.output_dir, "train", det, seed=3, view=view)
+        trained, _ = ds[2]
+        shard, row = ds.locate(2)
+        lo, hi = int(shard.offsets[row]), int(shard.offsets[row + 1])
+        counts = render_patterns(torch.tensor([0, hi - lo]), torch.from_numpy(shard.spots["xy_invA"][lo:hi]),
+                                 torch.from_numpy(shard.spots["intensity"][lo:hi]), det, generator=ds._generator([2]))
+        assert torch.equal(counts, counts.round())  # a detector's counts, linear
+        np.save(tmp_path / "counts.npy", counts[0].numpy())
+        meta = {"image": {"size_px": 48, "reciprocal_px_invA": 0.06, "intensity_power": 0.3, "view": view}}
+        predicted = images_for_model([tmp_path / "counts.npy"], meta)[0]
+        torch.testing.assert_close(predicted, trained, atol=1e-5, rtol=1e-4)
+
+
 def test_random_crystals_can_be_kept_for_training(tmp_path):
     """``materials.random.split: train`` widens training only; the real materials split as before."""
     raw = {**TINY, "orientations": {"zone_axes": [[0, 0, 1]], "per_zone_axis": 1},

@@ -88,3 +88,25 @@ def test_bad_detector_settings(kwargs):
 def test_mismatched_spot_arrays():
     with pytest.raises(RenderError, match="do not match"):
         render_patterns(torch.tensor([0, 3]), torch.zeros(2, 2), torch.ones(2), Detector())
+
+
+def test_shot_noise_is_drawn_on_linear_intensities():
+    """A detector counts electrons linearly: a spot of 1 % of the strongest gets 1 % of its counts at any
+    display power (drawing the noise after the power would give it 0.01 ** 0.15 ≈ 50 %)."""
+    n = 400
+    xy = torch.tensor([[0.2, 0.0], [-0.2, 0.1]]).repeat(n, 1)
+    offsets, inten = torch.arange(0, 2 * n + 1, 2), torch.tensor([1.0, 0.01]).repeat(n)
+    det = Detector(image_size_px=64, reciprocal_px_invA=0.01, direct_beam=0.0, intensity_power=0.15, dose_e=2e4)
+    mean = render_patterns(offsets, xy, inten, det, generator=torch.Generator().manual_seed(1)).mean(0)
+    strong, weak = mean[27:38, 46:57].sum(), mean[37:48, 6:17].sum()  # 11×11 boxes round (51.5, 31.5), (11.5, 41.5)
+    assert float(weak / strong) == pytest.approx(0.01, rel=0.15)
+
+
+def test_display_normalises_then_brightens_per_pixel():
+    from diffractnet.render.display import brighten, normalise
+
+    images = torch.tensor([[[2.0, 3.0], [6.0, 10.0]], [[5.0, 5.0], [5.0, 5.0]]])
+    shown = brighten(normalise(images), 0.5)
+    torch.testing.assert_close(shown[0], torch.tensor([[0.0, (1 / 8) ** 0.5], [0.5**0.5, 1.0]]))
+    assert torch.equal(shown[1], torch.zeros(2, 2))  # a blank image stays blank, never NaN
+    assert brighten(shown, 1.0) is shown

@@ -150,6 +150,12 @@ def test_evaluate_predict_explain_cli(trained, dataset, tmp_path, capsys):
     assert "within" in report and "confusion.png" in report and (tmp_path / "eval" / "per_material.png").is_file()
     summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert 0 <= summary["single_top1"] <= 1 and summary["fused3"]["n_draws"] > 0
+    assert summary["dose_e"] == [1e5, 1e6]  # an SAED exposure unless told
+    assert main(["evaluate", model, str(dataset), "--out", str(tmp_path / "low"), "--dose", "5e3", "2e4"]) == 0
+    assert json.loads((tmp_path / "low" / "metrics.json").read_text())["dose_e"] == [5e3, 2e4]
+    capsys.readouterr()
+    assert main(["evaluate", model, str(dataset), "--out", str(tmp_path / "bad"), "--dose", "2e4", "5e3"]) == 2
+    assert "dose range" in capsys.readouterr().err
     from diffractnet.demo import render_zone_axis
 
     paths = []

@@ -126,7 +126,8 @@ def _study(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from diffractnet.tasks.spacegroup_report import evaluate
 
-    summary = evaluate(args.model, args.dataset, Path(args.out), split=args.split, coverage=args.coverage)
+    summary = evaluate(args.model, args.dataset, Path(args.out), split=args.split, coverage=args.coverage,
+                       dose_e=args.dose)
     ws, fz = summary["within_set"], summary["fused3"]
     print(f"{summary['split']} materials: {', '.join(summary['test_materials'])}")
     print(f"single-pattern top-1 {summary['single_top1']:.3f} | within ambiguity set {ws['within_set']:.3f} | "
@@ -258,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--out", default="runs/evaluate")
     p.add_argument("--coverage", type=float, default=0.9, help="probability the indistinguishable set must reach")
+    p.add_argument("--dose", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="electrons per test pattern, drawn log-uniformly (default 1e5 1e6, an SAED exposure; "
+                        "5e3 2e4 is a nanobeam 4D-STEM pattern's)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="space group of one crystal from one or several pattern images")

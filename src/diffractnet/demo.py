@@ -15,14 +15,14 @@ GALLERY_ZONES = ((0, 0, 1), (0, 1, 1), (1, 1, 1))
 
 def render_zone_axis(material: str, zone: tuple[int, int, int], image_size_px: int = 256, voltage_kV: float = 200.0,
                      reciprocal_px_invA: float = 0.012, **detector_kwargs):
-    """(image (H, W) numpy, spots dict) of a built-in material at zone axis ``zone``."""
+    """(image (H, W) numpy, linear as a detector records it; spots dict) of a built-in material at zone axis ``zone``."""
     from diffractnet.physics import SpotSimulator, zone_axis_quaternion
     from diffractnet.render import Detector, render_spot_patterns
     from diffractnet.structures.library import get_material
 
     crystal = get_material(material)
     detector = Detector(image_size_px=image_size_px, reciprocal_px_invA=reciprocal_px_invA,
-                        **{"intensity_power": 0.5, "spot_sigma_px": 1.5, "direct_beam": 1.0, **detector_kwargs})
+                        **{"spot_sigma_px": 1.5, "direct_beam": 1.0, **detector_kwargs})
     sim = SpotSimulator(voltage_kV, g_max_invA=detector.field_of_view_invA * 1.45, thickness_A=50)
     patterns = sim.simulate(crystal, zone_axis_quaternion(crystal, zone))
     return render_spot_patterns(patterns, detector)[0].numpy(), patterns.pattern(0)
@@ -44,9 +44,15 @@ def save_pattern_png(material: str, zone: tuple[int, int, int], path: Path, **kw
     return path
 
 
-def _draw(ax, image, spots, material, zone, px_invA, n_labels: int = 6) -> None:
+def _draw(ax, image, spots, material, zone, px_invA, n_labels: int = 6, intensity_power: float = 0.5) -> None:
+    """A linear pattern shown at brightness ``intensity_power`` per pixel, its strongest reflections indexed."""
+    import torch
+
+    from diffractnet.render.display import brighten, normalise
+
     size = image.shape[0]
-    ax.imshow(image, cmap="gray", vmax=np.percentile(image, 99.9) or None)
+    shown = brighten(normalise(torch.as_tensor(image, dtype=torch.float32)), intensity_power).numpy()
+    ax.imshow(shown, cmap="gray", vmax=np.percentile(shown, 99.9) or None)
     order = np.argsort(-spots["intensity"])[:n_labels]
     for i in order:
         x, y = spots["xy_invA"][i] / px_invA + (size - 1) / 2
@@ -180,7 +186,7 @@ def write_training_samples(dataset: Path, path: Path, n: int = 16) -> Path:
 
     detector = Detector(image_size_px=128, reciprocal_px_invA=0.025, intensity_power=0.5, spot_sigma_px=1.2)
     augment = Augment(center_shift_px=4, scale=(0.85, 1.15), spot_sigma_px=(0.8, 1.6), background=(0.0, 0.1),
-                      dose_e=(2e3, 2e4))
+                      dose_e=(3e3, 3e6))
     ds = SpotDataset(dataset, "train", detector, augment, target=("space_group", "zone_axis"), seed=0)
     idx = np.linspace(0, len(ds) - 1, n).astype(int)
     fig, axes = plt.subplots(4, n // 4, figsize=(8, 8.6))

@@ -147,8 +147,7 @@ class SpotDataset(torch.utils.data.Dataset):
         if self.augment is not None and self.augment.shell_jitter > 0:
             inten_t = inten_t * shell_jitter(xy_t, offsets, self.augment.shell_jitter, gen).to(inten_t.dtype)
         images = render_patterns(offsets, xy_t, inten_t, self.detector, generator=gen, **self._draw(gen, len(rows)))
-        images = images / images.amax(dim=(1, 2), keepdim=True).clamp(min=1e-12)
-        return model_view(images[:, None], self.view), self._targets(rows)
+        return model_view(images[:, None], self.view, self.detector.intensity_power), self._targets(rows)
 
     def _draw(self, gen: torch.Generator, n: int) -> dict:
         """Per-pattern augmentation parameters (empty without augmentation)."""

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from diffractnet.errors import DataError
+from diffractnet.render.display import normalise
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 MIN_SIDE_PX = 16
@@ -59,13 +60,15 @@ def validate_pattern(array: np.ndarray, where: str = "pattern") -> np.ndarray:
     return a
 
 
-def prepare_for_model(pattern: np.ndarray, size_px: int, intensity_power: float = 1.0,
-                      image_px_invA: float | None = None, model_px_invA: float | None = None) -> torch.Tensor:
-    """(H, W) pattern → (1, size_px, size_px) float32 in [0, 1], as the model was trained on.
+def prepare_for_model(pattern: np.ndarray, size_px: int, image_px_invA: float | None = None,
+                      model_px_invA: float | None = None) -> torch.Tensor:
+    """(H, W) recorded pattern → (1, size_px, size_px) float32, linear, cut and scaled as the model's
+    training patterns were rendered (``render.canonical.model_view`` then normalises it, turns it into the
+    model's view and applies its brightness power, as training does).
 
     The largest centred square is cut out (the direct beam is assumed near the centre); if both
     reciprocal pixel sizes are known [Å⁻¹/px], the image is first zoomed so its scale matches the
-    model's. Background (the minimum) is removed, the maximum set to 1 and ``intensity_power`` applied.
+    model's. Pixels are kept linear: background removal and the power come after, in ``model_view``.
     """
     a = validate_pattern(pattern)
     side = min(a.shape)
@@ -75,6 +78,4 @@ def prepare_for_model(pattern: np.ndarray, size_px: int, intensity_power: float 
     crop = torch.from_numpy(a[top:top + side, left:left + side]).float()[None, None]
     resized = torch.nn.functional.interpolate(crop, size=(size_px, size_px), mode="bilinear", antialias=True,
                                               align_corners=False)[0]
-    resized = (resized - resized.min()).clamp(min=0)
-    resized = resized / resized.max().clamp(min=1e-12)
-    return resized ** intensity_power
+    return normalise(resized)

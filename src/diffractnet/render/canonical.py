@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from diffractnet.errors import DataError
+from diffractnet.render.display import brighten, normalise
 
 VIEWS = {"plain": 1, "lattice": 1, "lattice_unit": 1}  # input view → channels
 UNIT_FRACTION = 1 / 6  # lattice_unit: the shortest spot vector's length, as a fraction of the image side
@@ -96,11 +97,13 @@ def lattice_frames(images: torch.Tensor, r_min_px: float = 3.0, rel_threshold: f
     return torch.rad2deg(theta1), mirror
 
 
-def lattice_view(images: torch.Tensor, unit: bool = False) -> torch.Tensor:
+def lattice_view(images: torch.Tensor, unit: bool = False, guide: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 1, H, W) patterns turned (and mirrored) into their ``lattice_frames`` frame; ``unit``: also
     zoomed so the shortest spot vector is ``UNIT_FRACTION`` of the side (within ``ZOOM_RANGE``; a
-    pattern without spots is not zoomed)."""
-    angle, mirror, length = lattice_frames(images, with_length=True)
+    pattern without spots is not zoomed). The frame is found on ``guide``, by default the square root of
+    the normalised linear ``images``, where Poisson noise has about even variance across the image."""
+    guide = normalise(images).sqrt() if guide is None else guide
+    angle, mirror, length = lattice_frames(guide, with_length=True)
     zoom = None
     if unit:
         zoom = (UNIT_FRACTION * images.shape[-1] / length).nan_to_num(1.0).clamp(*ZOOM_RANGE)
@@ -108,10 +111,14 @@ def lattice_view(images: torch.Tensor, unit: bool = False) -> torch.Tensor:
     return torch.where(mirror[:, None, None, None], turned.flip(-2), turned)
 
 
-def model_view(images: torch.Tensor, view: str = "plain") -> torch.Tensor:
-    """(B, 1, H, W) rendered or loaded patterns → the classifier's input for ``view`` (``VIEWS``)."""
+def model_view(images: torch.Tensor, view: str = "plain", intensity_power: float = 1.0) -> torch.Tensor:
+    """(B, 1, H, W) linear patterns (rendered, or recorded and cropped) → the classifier's input for
+    ``view`` (``VIEWS``): normalised to [0, 1], ``intensity_power`` applied per pixel (``render.display``),
+    then turned into the view (found on the linear pattern), the same steps for training and prediction."""
+    if view not in VIEWS:
+        raise DataError(f"unknown input view '{view}'; choose from {sorted(VIEWS)}")
+    linear = normalise(images)
+    shown = brighten(linear, intensity_power)
     if view == "plain":
-        return images
-    if view in ("lattice", "lattice_unit"):
-        return lattice_view(images, unit=view == "lattice_unit")
-    raise DataError(f"unknown input view '{view}'; choose from {sorted(VIEWS)}")
+        return shown
+    return lattice_view(shown, unit=view == "lattice_unit", guide=linear.sqrt())

@@ -25,8 +25,9 @@ class Detector:
     ``image_size_px`` side of the square image; ``reciprocal_px_invA`` Å⁻¹ per pixel (or use
     ``Detector.from_camera``); ``center_shift_px`` (dx, dy) of the direct beam from the image centre;
     ``rotation_deg`` in-plane rotation of the pattern; ``spot_sigma_px`` Gaussian spot width;
-    ``psf_sigma_px`` detector point-spread (0: none); ``intensity_power`` applied to the relative spot
-    intensities (1: linear, 0.5: compresses the dynamic range as film and log displays do);
+    ``psf_sigma_px`` detector point-spread (0: none); ``intensity_power`` the display power a model's
+    input gets per pixel after the (linear) image is recorded (``render.display.brighten``; 1: linear,
+    0.5: compresses the dynamic range as film and log displays do);
     ``direct_beam`` intensity of the central beam relative to the strongest spot;
     ``background`` diffuse background peak relative to the strongest spot, decaying as exp(-r/``background_decay_px``);
     ``beam_stop_radius_px`` radius of a central beam stop (0: none);

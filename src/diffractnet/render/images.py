@@ -51,8 +51,10 @@ def render_patterns(offsets: torch.Tensor, xy_invA: torch.Tensor, intensity: tor
     ``offsets`` (B+1,), ``xy_invA`` (N, 2), ``intensity`` (N,). The optional per-pattern values
     ``rotation_deg`` (B,), ``center_shift_px`` (B, 2), ``reciprocal_px_invA`` (B,), ``spot_sigma_px`` (B,),
     ``background`` (B,) and ``dose_e`` (B,) override the detector's (for augmentation). Spot
-    intensities are scaled so each pattern's strongest spot is 1 (before ``intensity_power``). With a
-    dose the image is drawn as Poisson counts with that many electrons in expectation.
+    intensities are scaled so each pattern's strongest spot is 1. The image is linear in intensity, as a
+    detector records it: with a dose it is drawn as Poisson counts with that many electrons in
+    expectation. The detector's ``intensity_power`` is not applied here: ``render.display.brighten``
+    applies it per pixel, after the noise, to rendered and recorded patterns alike.
     """
     n_patterns, size = len(offsets) - 1, int(detector.image_size_px)
     device, dtype = xy_invA.device, torch.float32
@@ -75,7 +77,7 @@ def render_patterns(offsets: torch.Tensor, xy_invA: torch.Tensor, intensity: tor
     centre = (size - 1) / 2 + shift  # (B, 2) direct-beam position (x, y) in px
     inten = intensity.to(dtype)
     peak = torch.zeros(n_patterns, device=device, dtype=dtype).scatter_reduce(0, b_idx, inten, "amax", include_self=True)
-    rel = (inten / peak.clamp(min=1e-30)[b_idx]) ** detector.intensity_power
+    rel = inten / peak.clamp(min=1e-30)[b_idx]
     c, s = torch.cos(rot)[b_idx], torch.sin(rot)[b_idx]
     gx, gy = xy_invA[:, 0].to(dtype), xy_invA[:, 1].to(dtype)
     x_px = (c * gx - s * gy) / scale[b_idx] + centre[b_idx, 0]

@@ -8,7 +8,7 @@ Per crystal: patterns at three different zone axes fused into one posterior (and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,24 @@ from diffractnet.structures.visible_ambiguity import visible_zone_ambiguity
 from diffractnet.structures.crystal import lattice_matrix
 from diffractnet.tasks.spacegroup import class_probabilities
 
-# "Realistic" test conditions: what a microscope gives, not what training saw most often.
+# "Realistic" test conditions: what a microscope gives, not what training saw most often. An SAED
+# pattern records 10⁶–10⁹ electrons; 10⁵–10⁶ is a short exposure read out binned (the weakest
+# reflections of 10⁻³ of the strongest get ~10 counts). ``LOW_DOSE_E`` is a nanobeam 4D-STEM pattern's
+# dose, where such reflections get none.
+SAED_DOSE_E = (1e5, 1e6)
+LOW_DOSE_E = (5e3, 2e4)
 EVAL_AUGMENT = Augment(rotation_deg=(0.0, 360.0), center_shift_px=2.0, scale=(0.95, 1.05), spot_sigma_px=(1.0, 1.3),
-                       background=(0.02, 0.08), dose_e=(5e3, 2e4))
+                       background=(0.02, 0.08), dose_e=SAED_DOSE_E)
+
+
+def eval_augment(dose_e: tuple[float, float] | None = None) -> Augment:
+    """``EVAL_AUGMENT`` with its dose range [electrons per pattern, log-uniform] replaced if given."""
+    if dose_e is None:
+        return EVAL_AUGMENT
+    low, high = (float(v) for v in dose_e)
+    if not (0 < low <= high and high < float("inf")):
+        raise DataError(f"evaluation dose range must be 0 < low <= high electrons per pattern, got {dose_e}")
+    return replace(EVAL_AUGMENT, dose_e=(low, high))
 
 
 @dataclass

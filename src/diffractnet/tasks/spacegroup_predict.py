@@ -18,9 +18,9 @@ def images_for_model(paths: list[str | Path], meta: dict, image_px_invA: float |
     from diffractnet.render.canonical import model_view
 
     im = meta["image"]
-    images = torch.stack([prepare_for_model(load_pattern_image(p), im["size_px"], im["intensity_power"],
-                                            image_px_invA, im["reciprocal_px_invA"]) for p in paths])
-    return model_view(images, im.get("view", "plain"))
+    images = torch.stack([prepare_for_model(load_pattern_image(p), im["size_px"], image_px_invA, im["reciprocal_px_invA"])
+                          for p in paths])
+    return model_view(images, im.get("view", "plain"), im["intensity_power"])
 
 
 @torch.no_grad()

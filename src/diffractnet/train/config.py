@@ -45,7 +45,7 @@ class AugmentSpec(StrictModel):
     scale: tuple[float, float] = (0.9, 1.1)
     spot_sigma_px: tuple[float, float] | None = (0.8, 1.5)
     background: tuple[float, float] | None = (0.0, 0.1)
-    dose_e: tuple[float, float] | None = (3e3, 3e4)
+    dose_e: tuple[float, float] | None = (3e3, 3e6)
     shell_jitter: float = Field(0.0, ge=0, le=3)  # σ of the log intensity factor per |g| shell (0: off)
 
 
