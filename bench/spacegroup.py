@@ -34,6 +34,8 @@ CUBIC36 = list(range(195, 231))
 
 
 def _parse() -> argparse.Namespace:
+    from diffractnet.tasks.spacegroup_eval import LOW_DOSE_E, SAED_DOSE_E
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/bench_spacegroup"))
     p.add_argument("--json", type=Path, default=None)
@@ -55,9 +57,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--random-per-group", type=int, default=0,
                    help="pyxtal random crystals per group added to training only (0: built-in materials only)")
     p.add_argument("--random-max-atoms", type=int, default=32, help="largest conventional cell of a random crystal")
-    p.add_argument("--dose", type=float, nargs=2, default=[1e5, 1e6], metavar=("LOW", "HIGH"),
+    p.add_argument("--dose", type=float, nargs=2, default=list(SAED_DOSE_E), metavar=("LOW", "HIGH"),
                    help="electrons per test pattern (log-uniform): an SAED exposure read out binned")
-    p.add_argument("--low-dose", type=float, nargs=2, default=[5e3, 2e4], metavar=("LOW", "HIGH"),
+    p.add_argument("--low-dose", type=float, nargs=2, default=list(LOW_DOSE_E), metavar=("LOW", "HIGH"),
                    help="the second evaluation's electrons per test pattern: a nanobeam 4D-STEM pattern's")
     p.add_argument("--train-dose", type=float, nargs=2, default=[3e3, 3e6], metavar=("LOW", "HIGH"),
                    help="electrons per training pattern (log-uniform), spanning both test doses")
@@ -141,7 +143,7 @@ def calibrated_train_config(dataset: Path, out: Path, model: str, minutes: float
 
 
 def run_model(name: str, dataset: Path, out: Path, minutes: float, scheme: str, threads: int,
-              doses: tuple = ((1e5, 1e6), (5e3, 2e4)), **options) -> dict:
+              doses: tuple, **options) -> dict:
     """Train ``name`` and evaluate it at the test dose ``doses[0]``, and again at the low dose ``doses[1]``."""
     from diffractnet.tasks.spacegroup_report import evaluate
     from diffractnet.train import train
@@ -168,7 +170,7 @@ def run_model(name: str, dataset: Path, out: Path, minutes: float, scheme: str, 
                          "fused3_top1_apparent": low["fused3"]["fused_top1_apparent"]}}
 
 
-def run_cubic36(root: Path, minutes: float, tilt: float, threads: int, quick: bool, dose: tuple = (1e5, 1e6),
+def run_cubic36(root: Path, minutes: float, tilt: float, threads: int, quick: bool, dose: tuple,
                 **options) -> dict:
     """All 36 cubic groups: built-in cubic materials plus pyxtal random crystals of every group."""
     import numpy as np

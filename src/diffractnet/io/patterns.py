@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from diffractnet.errors import DataError
-from diffractnet.render.display import normalise
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 MIN_SIDE_PX = 16
@@ -78,4 +77,4 @@ def prepare_for_model(pattern: np.ndarray, size_px: int, image_px_invA: float | 
     crop = torch.from_numpy(a[top:top + side, left:left + side]).float()[None, None]
     resized = torch.nn.functional.interpolate(crop, size=(size_px, size_px), mode="bilinear", antialias=True,
                                               align_corners=False)[0]
-    return normalise(resized)
+    return resized
