@@ -353,3 +353,16 @@ def test_map_scan_with_neighbour_averaging_indexes_the_averaged_patterns(scan_pa
     assert averaged.info["average_neighbours"] is True
     plain = map_scan(scan, indexer, rows_per_block=2, progress=False, smooth_radius_px=0, work_dir=tmp_path / "blocks")
     assert not np.allclose(plain.quaternions, averaged.quaternions)  # the stamp changed: blocks recomputed
+
+
+def test_beam_turn_replaces_a_start_only_where_the_batch_tells_the_senses_apart():
+    from diffractnet.index.refine import _turn_wins
+
+    start = torch.full((6,), 10.0)
+    # a crystal whose turn is told apart (LiNiO2-like gaps of ~2 %): the clear winners turn
+    told = torch.tensor([10.3, 9.7, 10.25, 9.8, 10.2, 10.0001])
+    np.testing.assert_array_equal(_turn_wins(start, told, 1e-3).numpy(), [1, 0, 1, 0, 1, 0])
+    # senses that score alike (Al-like gaps of ~1e-4): even the one large gap is not trusted
+    alike = torch.tensor([10.001, 9.999, 10.0005, 10.6, 9.9995, 10.0])
+    assert not _turn_wins(start, alike, 1e-3).any()
+    assert _turn_wins(start, alike, 0.0).sum() == 3  # no margin: plain comparison
