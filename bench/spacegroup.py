@@ -17,6 +17,9 @@ fewest most probable groups reaching 90 % probability hold the true group and ar
 groups physics says give the same visible pattern: the reflections inside the disc every test image
 shows, at some zone axis, once scale, turn and mirror are free (``structures.visible_ambiguity``).
 "Mimic ok" also counts a group the material mimics kinematically (``physics.pseudosymmetry``).
+"physics, presence only" is a reader blind to intensities: each pattern's look-alike set weighted by
+the training prior (``spacegroup_eval.presence_reader``), fused alike; what systematic absences tell.
+``--labels space_group_set`` trains on such sets as soft targets (``train.labels``).
 Epochs are sized from the training rate measured on this machine first, so each learning-rate
 schedule runs to its end inside its time budget.
 """
@@ -41,6 +44,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--models", nargs="+", default=["small_cnn", "resnet18"])
     p.add_argument("--minutes", type=float, nargs="+", default=[14.0, 26.0], help="training budget per model")
+    p.add_argument("--labels", choices=["space_group", "space_group_set"], default="space_group",
+                   help="the models' targets: the true group, or each zone-axis pattern's look-alike groups "
+                        "weighted by the training prior (train.labels.SpaceGroupSetLabelMap)")
     p.add_argument("--appearance-minutes", type=float, default=8.0, help="0 skips the appearance-label run")
     p.add_argument("--cubic36-minutes", type=float, default=10.0, help="0 skips the 36-group run")
     p.add_argument("--tilt", type=float, default=0.5, help="largest tilt off the zone axis [deg]")
@@ -111,7 +117,7 @@ def measure_training_rate(raw_config: dict, steps: int = 16, warmup: int = 4) ->
     from diffractnet.train.labels import build_label_map
     from diffractnet.data.generate import load_card
     from diffractnet.render.canonical import VIEWS
-    from diffractnet.train.module import ClassifierModule
+    from diffractnet.train.module import ClassifierModule, classification_loss
 
     config = parse_train_config(raw_config)
     label_map = build_label_map(config, load_card(config.dataset))
@@ -126,7 +132,7 @@ def measure_training_rate(raw_config: dict, steps: int = 16, warmup: int = 4) ->
         if i == warmup:
             started = time.perf_counter()
         images, labels = next(loader)
-        loss = torch.nn.functional.cross_entropy(module(images), labels, ignore_index=-100)
+        loss, _ = classification_loss(module(images), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -164,14 +170,14 @@ def run_model(name: str, dataset: Path, out: Path, minutes: float, scheme: str, 
             "mean_predicted_set": summary["within_set"].get("mean_predicted_set"),
             "mean_physics_set": summary["within_set"].get("mean_physics_set"),
             "test_materials": summary["test_materials"], "report": str(out / "eval" / "report.html"),
-            "dose_e": list(doses[0]),
+            "dose_e": list(doses[0]), "presence_reader": summary["presence_reader"],
             "low_dose": {"dose_e": list(doses[1]), "single_top1": low["single_top1"],
                          "single_within_set": low["within_set"]["within_set"], "fused3_top1": low["fused3"]["fused_top1"],
                          "fused3_top1_apparent": low["fused3"]["fused_top1_apparent"]}}
 
 
 def run_cubic36(root: Path, minutes: float, tilt: float, threads: int, quick: bool, dose: tuple,
-                **options) -> dict:
+                scheme: str = "space_group", **options) -> dict:
     """All 36 cubic groups: built-in cubic materials plus pyxtal random crystals of every group."""
     import numpy as np
 
@@ -187,7 +193,7 @@ def run_cubic36(root: Path, minutes: float, tilt: float, threads: int, quick: bo
     generate_dataset(parse_config(dataset_config("cubic36", data, CUBIC36, 1 if quick else 4, tilt,
                                                  random_per_group=1 if quick else 5)), workers=2, progress=False)
     config = parse_train_config(calibrated_train_config(data, root / "cubic36" / "train", "small_cnn", minutes,
-                                                        "space_group", threads, **options))
+                                                        scheme, threads, **options))
     started = time.perf_counter()
     model, meta = load_model(train(config, progress=False), task="spacegroup")
     seconds = time.perf_counter() - started
@@ -217,7 +223,7 @@ def main() -> int:
                                                  random_max_atoms=args.random_max_atoms)), workers=2, progress=False)
     results: dict = {"dataset_seconds": round(time.perf_counter() - t0, 1), "tilt_deg": args.tilt, "threads": args.threads,
                      "scale_augmentation": list(args.scale), "random_per_group": args.random_per_group,
-                     "view": args.view, "shell_jitter": args.shell_jitter, "intensity_power": args.intensity_power,
+                     "labels": args.labels, "view": args.view, "shell_jitter": args.shell_jitter, "intensity_power": args.intensity_power,
                      "test_dose_e": args.dose, "low_dose_e": args.low_dose, "train_dose_e": args.train_dose}
     options = {"scale": tuple(args.scale), "view": args.view, "shell_jitter": args.shell_jitter,
                "intensity_power": args.intensity_power, "train_dose": tuple(args.train_dose)}
@@ -225,7 +231,7 @@ def main() -> int:
     minutes = dict(zip(args.models, args.minutes + [args.minutes[-1]] * len(args.models)))
     for name in args.models:
         print(f"training {name} ({minutes[name] * scale:.1f} min budget) ...", flush=True)
-        results[name] = run_model(name, data, args.out / name, minutes[name] * scale, "space_group", args.threads,
+        results[name] = run_model(name, data, args.out / name, minutes[name] * scale, args.labels, args.threads,
                                   doses, **options)
     if args.appearance_minutes > 0:
         print("training small_cnn on seed 003's appearance labels ...", flush=True)
@@ -234,7 +240,7 @@ def main() -> int:
     if args.cubic36_minutes > 0:
         print("all 36 cubic space groups ...", flush=True)
         results["cubic36"] = run_cubic36(args.out, args.cubic36_minutes * scale, args.tilt, args.threads, args.quick,
-                                         tuple(args.dose), **options)
+                                         tuple(args.dose), args.labels, **options)
     _print_table(results, args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -247,7 +253,7 @@ def _print_table(results: dict, args: argparse.Namespace) -> None:
     print(f"\nSpace groups {SEED003_GROUPS}, unseen test materials: {', '.join(rows[0][1]['test_materials'])}")
     print(f"zone axes (13, index <= 3) + random tilts <= {args.tilt} deg, Poisson noise; {args.threads} CPU threads")
     print(f"training materials: built-in + {args.random_per_group} pyxtal random crystals per group (training only); "
-          f"input view: {args.view}; shell intensity jitter σ {args.shell_jitter}; intensity power {args.intensity_power}")
+          f"labels: {args.labels}; input view: {args.view}; shell intensity jitter σ {args.shell_jitter}; intensity power {args.intensity_power}")
     head = (f"{'model':<22}{'single top-1':>13}{'within set':>12}{'fused-3 top-1':>15}{'seed003 mean':>14}"
             f"{'train min':>11}{'fused-3 mimic ok':>18}")
     print(head)
@@ -256,6 +262,9 @@ def _print_table(results: dict, args: argparse.Namespace) -> None:
         label = "small_cnn, appearance" if name == "appearance_labels" else name
         print(f"{label:<22}{r['single_top1']:>13.3f}{r['single_within_set']:>12.3f}{r['fused3_top1']:>15.3f}"
               f"{r['fused3_seed003_mean_top1']:>14.3f}{r['train_seconds'] / 60:>11.1f}{r['fused3_top1_apparent']:>18.3f}")
+    reader = rows[0][1]["presence_reader"]
+    print(f"{'physics, presence only':<22}{reader['single_top1']:>13.3f}{1.0:>12.3f}{reader['fused3_top1']:>15.3f}"
+          "   (the prior over each pattern's look-alike set: what systematic absences alone tell)")
     print(f"test patterns at {args.dose[0]:.0e}-{args.dose[1]:.0e} electrons each (an SAED exposure); trained at "
           f"{args.train_dose[0]:.0e}-{args.train_dose[1]:.0e}")
     print("targets: fused-3 top-1 >= 0.98, within set >= 0.95, training < 30 min")

@@ -17,6 +17,16 @@ def test_fit_temperature_recovers_the_temperature_labels_were_drawn_at(true_t):
     assert fit_temperature(logits, labels) == pytest.approx(true_t, rel=0.05)
 
 
+def test_fit_temperature_takes_soft_targets():
+    gen = torch.Generator().manual_seed(1)
+    logits = 4 * torch.randn(20000, 5, generator=gen)
+    labels = torch.multinomial(torch.softmax(logits / 2.0, -1), 1, generator=gen)[:, 0]
+    one_hot = torch.nn.functional.one_hot(labels, 5).float()
+    assert fit_temperature(logits, one_hot) == pytest.approx(fit_temperature(logits, labels), rel=1e-3)
+    # the targets are the probabilities at T = 2 themselves: the fit finds T = 2
+    assert fit_temperature(logits, torch.softmax(logits / 2.0, -1)) == pytest.approx(2.0, rel=0.01)
+
+
 def test_fit_temperature_ignores_unlabelled_and_handles_none():
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [5.0, -5.0]])
     labels = torch.tensor([0, 1, -100])

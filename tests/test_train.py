@@ -233,3 +233,50 @@ def test_lattice_view_in_training_and_prediction(dataset, tmp_path, capsys):
         return float(max((x[i] - x[0]).abs().sum() / x[0].abs().sum() for i in (1, 2)))
 
     assert spread("lattice") < 0.3 < spread("plain")
+
+
+def test_set_labels_spread_a_pattern_over_the_groups_physics_cannot_tell_apart(dataset):
+    """fcc (225) and bcc (229) give the same square [001] pattern up to scale and turn, and different
+    [011] patterns (centred 111/200 rectangle vs. the 2:√2 rectangle of 200/011): the [001] target is the
+    training prior over {225, 229}, the [011] target is 225 alone, a pattern off zone axes stays one-hot."""
+    from diffractnet.data.generate import load_card
+    from diffractnet.tasks.spacegroup_eval import train_prior
+    from diffractnet.train.labels import build_label_map
+
+    config = parse_train_config(_train_raw(dataset, Path("unused"), labels={"scheme": "space_group_set"}))
+    card = load_card(dataset)
+    label_map = build_label_map(config, card)
+    assert label_map.class_labels == [225, 229]
+    assert label_map.field_invA == pytest.approx(16 * 0.08 * 0.9)  # the smallest field training draws
+    al = next(m["material_id"] for m in card["materials"] if m["name"] == "Al")
+    raw = {"space_group": np.array([225, 225, 225]), "zone_axis": np.array([[0, 0, 1], [0, 1, 1], [0, 0, 0]]),
+           "material_id": np.array([al, al, al])}
+    targets = label_map(raw)
+    assert targets.dtype == np.float32 and np.allclose(targets.sum(1), 1)
+    np.testing.assert_allclose(targets[0], train_prior(card, [225, 229]), rtol=1e-6)
+    np.testing.assert_allclose(targets[1:], [[1, 0], [1, 0]])
+    assert label_map.metadata()["label_scheme"] == "space_group_set"
+
+
+def test_soft_target_loss_is_cross_entropy_and_counts_any_allowed_group():
+    from diffractnet.train.module import classification_loss
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0]])
+    hard, acc_hard = classification_loss(logits, torch.tensor([0, 0]))
+    soft, acc_soft = classification_loss(logits, torch.tensor([[1.0, 0, 0], [1.0, 0, 0]]))
+    assert soft == pytest.approx(float(hard)) and acc_hard == acc_soft == 0.5
+    _, acc_set = classification_loss(logits, torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0]]))
+    assert acc_set == 1.0  # the second argmax (column 1) is inside its look-alike set
+
+
+def test_training_on_set_labels_gives_a_space_group_model(dataset, tmp_path, capsys):
+    raw = _train_raw(dataset, tmp_path / "set", labels={"scheme": "space_group_set"}, trainer={"max_epochs": 1})
+    model = train(parse_train_config(raw), progress=False)
+    from diffractnet.models import load_model
+
+    _, meta = load_model(model, task="spacegroup")
+    assert meta["label_scheme"] == "space_group_set" and meta["num_outputs"] == 2
+    assert main(["evaluate", str(model), str(dataset), "--out", str(tmp_path / "eval")]) == 0
+    summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    reader = summary["presence_reader"]  # the physics reader scores 1/|set| per pattern, at best
+    assert 0 < reader["single_top1"] <= 1 and 0 < reader["fused3_top1"] <= 1

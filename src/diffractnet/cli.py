@@ -171,7 +171,9 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _column(meta: dict, space_group: int) -> int:
-    if meta.get("label_scheme", "space_group") != "space_group":
+    from diffractnet.train.labels import outputs_space_groups
+
+    if not outputs_space_groups(meta):
         raise DiffractNetError("--target needs a model trained on space-group labels")
     if space_group not in meta["class_labels"]:
         raise DiffractNetError(f"space group {space_group} is not one of the model's classes {meta['class_labels']}")

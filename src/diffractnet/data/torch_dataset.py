@@ -107,6 +107,13 @@ class SpotDataset(torch.utils.data.Dataset):
                 self._cache.popitem(last=False)
         return self._cache[k]
 
+    def label_array(self, name: str) -> np.ndarray:
+        """One per-pattern label of the whole split (``labels/<name>`` of every shard, in index order)."""
+        parts = [self._shard(k).labels[name] for k in range(len(self.shard_paths))]
+        if not parts:
+            return np.zeros((0,), dtype=np.int64)
+        return np.concatenate(parts)
+
     def locate(self, index: int) -> tuple[Shard, int]:
         """The shard holding pattern ``index`` and the row inside it."""
         if not 0 <= index < len(self):

@@ -41,11 +41,13 @@ def class_probabilities(model: torch.nn.Module, meta: dict, images: torch.Tensor
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
     """The T > 0 minimising the mean cross-entropy of softmax(``logits`` / T) against ``labels``
-    ((N, C) floats, (N,) class indices; negative labels are ignored). 1.0 when nothing is labelled."""
+    ((N, C) floats; labels (N,) class indices, negative ones ignored, or (N, C) soft targets).
+    1.0 when nothing is labelled."""
     from scipy.optimize import minimize_scalar
 
-    keep = labels >= 0
-    z, y = logits[keep].double(), labels[keep].long()
+    keep = labels.sum(-1) > 0 if labels.is_floating_point() else labels >= 0
+    z, y = logits[keep].double(), labels[keep]
+    y = y.double() if y.is_floating_point() else y.long()
     if len(y) == 0:
         return 1.0
 

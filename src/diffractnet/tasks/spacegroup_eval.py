@@ -119,6 +119,23 @@ def within_set_accuracy(pred: Predictions, sets: list, coverage: float = 0.9) ->
             "mean_physics_set": float(np.mean(allowed)), "coverage": coverage}
 
 
+def presence_reader(pred: Predictions, sets: list, prior: np.ndarray) -> Predictions:
+    """What reading only which reflections are present gives: per zone-axis pattern, the prior spread
+    over its physics set (``physics_sets``), the Bayes posterior of a reader blind to intensities.
+    Rows off zone axes (set None) keep the model's probabilities. A model beats it only by reading
+    relative intensities, which belong to a material rather than to its group."""
+    labels = list(pred.class_labels)
+    probs = pred.probs.copy()
+    for i, alike in enumerate(sets):
+        if alike is None:
+            continue
+        row = np.zeros(len(labels))
+        cols = [labels.index(g) for g in alike]
+        row[cols] = np.asarray(prior, dtype=float)[cols]
+        probs[i] = row / row.sum()
+    return replace(pred, probs=probs)
+
+
 def apparent_groups(card: dict) -> dict[int, tuple[int, ...]]:
     """material id → its own group and those it mimics kinematically (``physics.pseudosymmetry``; a
     card written before that was recorded gives just the own group)."""

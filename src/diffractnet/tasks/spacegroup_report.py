@@ -14,6 +14,7 @@ from diffractnet.tasks.spacegroup_eval import (
     fused_accuracy,
     physics_sets,
     predict_split,
+    presence_reader,
     train_prior,
     visible_field_invA,
     within_set_accuracy,
@@ -43,12 +44,17 @@ def evaluate(model_path: str | Path, dataset: str | Path, out_dir: str | Path, s
     field = visible_field_invA(meta["image"], augment)
     sets = physics_sets(pred, card, field)
     apparent = apparent_groups(card)
+    prior = train_prior(card, pred.class_labels)
+    reader = presence_reader(pred, sets, prior)
     summary = {
         "model": str(model_path), "dataset": str(dataset), "split": split, "n_patterns": int(len(pred.probs)),
         "n_unknown_class": int((~known).sum()), "dose_e": list(augment.dose_e), "single_top1": metrics["accuracy"],
         "top_k": metrics["top_k_accuracy"], "ece": metrics["calibration"]["ece"],
         "within_set": {**within_set_accuracy(pred, sets, coverage), "field_invA": field},
-        "fused3": fused_accuracy(pred, train_prior(card, pred.class_labels), k=3, apparent=apparent),
+        "fused3": fused_accuracy(pred, prior, k=3, apparent=apparent),
+        "presence_reader": {"single_top1": float(np.mean(np.array(reader.class_labels)[reader.probs.argmax(1)]
+                                                         == reader.space_group)),
+                            "fused3_top1": fused_accuracy(reader, prior, k=3)["fused_top1"]},
         "single_top1_apparent": apparent_top1(pred, apparent),
         "pseudo_symmetric": {names[i]: list(apparent[i]) for i in sorted(set(pred.material_id.tolist()))
                              if len(apparent[i]) > 1},
@@ -76,6 +82,9 @@ def _write_report(out: Path, summary: dict, meta: dict, metrics: dict, extra_sec
                  "n": fz["n_draws"]},
                 {"measure": "3 zone axes fused, a mimicked group counted right", "value":
                  f"{fz.get('fused_top1_apparent', float('nan')):.3f}", "n": fz["n_draws"]},
+                {"measure": "reader of present reflections only (physics, no intensities): single / fused-3 top-1",
+                 "value": f"{summary['presence_reader']['single_top1']:.3f} / {summary['presence_reader']['fused3_top1']:.3f}",
+                 "n": fz["n_draws"]},
                 {"measure": "expected calibration error", "value": f"{summary['ece']:.3f}", "n": summary["n_patterns"]}]
     per_class = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()} for row in metrics["per_class"]]
     sections = [

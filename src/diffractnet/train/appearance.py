@@ -86,7 +86,9 @@ def _zones_in(card: dict) -> list[tuple]:
 
 def space_group_probabilities(model_probs: np.ndarray, metadata: dict) -> np.ndarray:
     """Model outputs (N, K) → space-group probabilities (N, C) in ``metadata['class_labels']`` order."""
-    if metadata.get("label_scheme", "space_group") == "space_group":
+    from diffractnet.train.labels import outputs_space_groups
+
+    if outputs_space_groups(metadata):
         return model_probs
     labels = metadata["class_labels"]
     groups = metadata.get("appearance_groups")

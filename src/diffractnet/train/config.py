@@ -17,10 +17,12 @@ class ModelSpec(StrictModel):
 
 
 class LabelSpec(StrictModel):
-    """``space_group``: one class per space group; ``appearance``: seed 003's 2D-lattice appearance
-    classes (zone-axis patterns only), mapped back to space groups at prediction."""
+    """``space_group``: one class per space group; ``space_group_set``: the same classes, each zone-axis
+    pattern's target spread over the groups physics cannot tell apart from it (``train.labels``);
+    ``appearance``: seed 003's 2D-lattice appearance classes (zone-axis patterns only), mapped back to
+    space groups at prediction."""
 
-    scheme: Literal["space_group", "appearance"] = "space_group"
+    scheme: Literal["space_group", "space_group_set", "appearance"] = "space_group"
     space_groups: list[int] | None = None
 
 

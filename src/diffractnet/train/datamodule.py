@@ -40,7 +40,8 @@ class EpochBatches(torch.utils.data.Sampler):
 
 
 class Labelled(torch.utils.data.Dataset):
-    """Maps the raw targets of a ``SpotDataset`` batch to class indices with ``label_map``."""
+    """Maps the raw targets of a ``SpotDataset`` batch with ``label_map``: class indices (long), or
+    soft targets (float rows summing to 1)."""
 
     def __init__(self, spots: SpotDataset, label_map) -> None:
         self.spots, self.label_map = spots, label_map
@@ -50,7 +51,8 @@ class Labelled(torch.utils.data.Dataset):
 
     def __getitem__(self, indices: list[int]):
         images, raw = self.spots.render_batch(indices)
-        return images, torch.as_tensor(self.label_map(raw), dtype=torch.long)
+        labels = np.asarray(self.label_map(raw))
+        return images, torch.as_tensor(labels, dtype=torch.float32 if labels.dtype.kind == "f" else torch.long)
 
 
 def detector_of(config: TrainConfig) -> Detector:
@@ -94,4 +96,7 @@ class PatternDataModule(EpochDataModule):
         view = self.config.image.view
         self.train_set = Labelled(SpotDataset(root, "train", det, aug, target=self.targets, view=view), self.label_map)
         val = SpotDataset(root, "val", det, aug, target=self.targets, seed=self.config.seed, view=view)
+        if hasattr(self.label_map, "prepare"):  # targets computed once, here, not in every loader worker
+            self.label_map.prepare([(s.label_array("zone_axis"), s.label_array("material_id"))
+                                    for s in (self.train_set.spots, val) if len(s)])
         self.val_set = Labelled(val, self.label_map) if len(val) else None

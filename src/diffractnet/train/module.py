@@ -43,13 +43,25 @@ class ClassifierModule(ZooModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE)  # IGNORE: pattern without a class
-        known = labels != IGNORE
-        acc = (logits.argmax(-1)[known] == labels[known]).float().mean() if known.any() else torch.zeros(())
+        loss, acc = classification_loss(logits, labels)
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
         self.log(f"{stage}_acc", acc, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
         return loss
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy, accuracy) of (N, C) ``logits`` against (N,) class indices (IGNORE: a pattern
+    without a class) or (N, C) soft targets; with soft targets a hit is an argmax the target allows."""
+    logits = logits.float()
+    if labels.is_floating_point():
+        loss = -(labels * F.log_softmax(logits, -1)).sum(-1).mean()
+        hit = labels.gather(1, logits.argmax(-1, keepdim=True)).squeeze(1) > 0
+        return loss, hit.float().mean()
+    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    known = labels != IGNORE
+    acc = (logits.argmax(-1)[known] == labels[known]).float().mean() if known.any() else torch.zeros(())
+    return loss, acc
 
 
 def build_optimizers(params, optimizer: dict | None, scheduler: dict | None, max_epochs: int):
