@@ -37,7 +37,7 @@ class AppearanceLabelMap:
         """Classes from every training material and every candidate group on its lattice."""
         materials = {m["material_id"]: (m["space_group"], m["lattice_abc_A"] + m["lattice_angles_deg"])
                      for m in card["materials"]}
-        zones = zone_axes or _zones_in(card)
+        zones = zone_axes or zones_in_card(card)
         groups_of: dict[tuple, set[int]] = {}
         for m in card["materials"]:
             if m["split"] != "train":
@@ -73,7 +73,7 @@ class AppearanceLabelMap:
                 "appearance_groups": self.class_groups, "n_appearance_classes": len(self.descriptors)}
 
 
-def _zones_in(card: dict) -> list[tuple]:
+def zones_in_card(card: dict) -> list[tuple]:
     """The zone axes the dataset's config asks for (symmetry-distinct lists are recomputed per material)."""
     spec = card["config"]["orientations"]
     if isinstance(spec.get("zone_axes"), list):

@@ -56,11 +56,11 @@ class SpaceGroupSetLabelMap(SpaceGroupLabelMap):
     @classmethod
     def from_card(cls, card: dict, class_labels: list[int], field_invA: float) -> "SpaceGroupSetLabelMap":
         from diffractnet.tasks.spacegroup_eval import train_prior
-        from diffractnet.train.appearance import _zones_in
+        from diffractnet.train.appearance import zones_in_card
 
         materials = {m["material_id"]: (m["space_group"], m["lattice_abc_A"] + m["lattice_angles_deg"])
                      for m in card["materials"]}
-        return cls(class_labels, train_prior(card, class_labels), _zones_in(card), field_invA, materials)
+        return cls(class_labels, train_prior(card, class_labels), zones_in_card(card), field_invA, materials)
 
     def prepare(self, splits: list) -> None:
         """Compute every target once, before loader workers copy the map: ``splits`` holds
