@@ -67,7 +67,8 @@ class RefineSettings:
         with a 0.1 % margin: on the bench's Al scan the turn won by less than that on most patterns, and
         without the margin the map's median error was 10.3° instead of 4.1° (LiNiO2: 0.48° → 0.50°).
         A batch whose median |gap| is below the margin turns no pattern (``_turn_wins``): on the bench's
-        Al scan (seed 101) that took the map from 25.2° to 9.7° (never turning: 7.5°), LiNiO2 unchanged."""
+        Al scan (seed 101) the map went from 25.2° to 9.7° (never turning: 7.5°) and LiNiO2 stayed at
+        0.50° (a one-off sweep of the same models; ``bench/orientation.py`` printed the 9.7° and 0.50°)."""
         changes = {"flip_margin": 1e-3, **changes}
         t_mean = float(np.mean(physics.thickness_A))
         width = math.sqrt(3) / (math.pi * t_mean)
@@ -240,8 +241,6 @@ class Refiner:
         """(B,) correlation of each pattern with its template at ``rot`` over its K strongest reflections."""
         idx = self._select(rot)
         return self._scores(smoothed, rot[:, None], self.g[idx], self.f2[idx])[:, 0]
-
-
 
 
 def _turn_wins(start: torch.Tensor, turned: torch.Tensor, margin: float) -> torch.Tensor:
