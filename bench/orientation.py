@@ -36,6 +36,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--grains", type=int, default=24)
     p.add_argument("--scan-seed", type=int, default=101, help="seed of the synthetic scans (another seed: a fresh check)")
     p.add_argument("--dose", type=float, default=5e4, help="electrons per pattern")
+    p.add_argument("--precession", type=float, default=0.0,
+                   help="precession angle of the scans and of the training patterns [deg] (0: nanobeam)")
     p.add_argument("--low-dose", type=float, default=2e3, help="electrons per pattern of the low-dose scan")
     p.add_argument("--train-minutes", type=float, default=8.0, help="training budget per material")
     p.add_argument("--model", default="small_cnn")
@@ -54,12 +56,13 @@ AVERAGED_KEYS = ("ours_patterns_per_s", "pyxem_patterns_per_s", "ratio", "ours_m
 MODEL_KWARGS = {"small_cnn": {"head": "flatten", "width": 16, "strided": True, "convs_per_stage": 1}}
 
 
-def train_model(material: str, out: Path, minutes: float, model: str, threads: int, device: str, quick: bool) -> Path:
+def train_model(material: str, out: Path, minutes: float, model: str, threads: int, device: str, quick: bool,
+                precession_deg: float = 0.0) -> Path:
     from diffractnet.train.orientation import parse_orientation_config, train_orientation
 
     config = parse_orientation_config({
         "material": material, "output_dir": str(out), "seed": 11, "val_patterns": 64 if quick else 512,
-        "dose_range_e": [1e3, 1e5],
+        "dose_range_e": [1e3, 1e5], "physics": {"precession_deg": precession_deg},
         "model": {"name": model, "kwargs": MODEL_KWARGS.get(model, {})},
         "optimizer": {"name": "adamw", "lr": 2e-3}, "scheduler": {"name": "exponential", "gamma": 0.93},
         "trainer": {"max_epochs": 1 if quick else 200, "train_patterns_per_epoch": 256 if quick else 8192,
@@ -71,13 +74,15 @@ def train_model(material: str, out: Path, minutes: float, model: str, threads: i
     return path
 
 
-def make_scan(material: str, out: Path, shape: list[int], grains: int, dose: float, seed: int) -> Path:
+def make_scan(material: str, out: Path, shape: list[int], grains: int, dose: float, seed: int,
+              precession_deg: float = 0.0) -> Path:
     from diffractnet.data.polycrystal import PolycrystalSpec, generate_polycrystal
 
-    path = out / f"{material}_dose{int(dose)}.zarr"
+    tag = f"_prec{precession_deg:g}" if precession_deg else ""
+    path = out / f"{material}_dose{int(dose)}{tag}.zarr"
     if not path.exists():
         spec = PolycrystalSpec(material=material, scan_shape=tuple(shape), n_grains=grains, seed=seed,
-                               physics={"dose_e": dose})
+                               physics={"dose_e": dose, "precession_deg": precession_deg})
         generate_polycrystal(spec, path)
     return path
 
@@ -178,12 +183,13 @@ def main() -> int:
     results = {}
     for material in args.materials:
         started = time.perf_counter()
-        model = train_model(material, args.out / f"model_{material}", args.train_minutes, args.model, args.threads,
-                            args.device, args.quick)
+        tag = f"_prec{args.precession:g}" if args.precession else ""
+        model = train_model(material, args.out / f"model_{material}{tag}", args.train_minutes, args.model, args.threads,
+                            args.device, args.quick, args.precession)
         train_s = time.perf_counter() - started
         scans = args.out if args.scan_seed == 101 else args.out / f"scans_seed{args.scan_seed}"
-        normal = make_scan(material, scans, args.scan, args.grains, args.dose, seed=args.scan_seed)
-        low = make_scan(material, scans, args.scan, args.grains, args.low_dose, seed=args.scan_seed)
+        normal = make_scan(material, scans, args.scan, args.grains, args.dose, args.scan_seed, args.precession)
+        low = make_scan(material, scans, args.scan, args.grains, args.low_dose, args.scan_seed, args.precession)
         low_dose = measure(low, model, args)
         averaged = measure(low, model, args, average=True)
         low_dose.update({f"averaged_{k}": averaged[k] for k in AVERAGED_KEYS})
@@ -201,7 +207,7 @@ def print_table(results: dict, args) -> None:
             f"{'ours med°':>9s} {'ours p90°':>9s} {'pyxem med°':>10s} {'pyxem p90°':>10s} {'ours flip-eq med°':>17s} "
             f"{'pyxem flip-eq med°':>18s} {'ours per-pattern med°/p90°':>26s} {'pyxem smoothed med°/p90°':>24s}")
     print(f"\ndevice {args.device}, {args.threads} threads, scan {args.scan[0]}x{args.scan[1]}, template grid "
-          f"{args.template_resolution}°, frac_keep {args.frac_keep}, refine {not args.no_refine}, "
+          f"{args.template_resolution}°, precession {args.precession}°, frac_keep {args.frac_keep}, refine {not args.no_refine}, "
           f"ours: median of {args.repeats} runs, scan seed {args.scan_seed}")
     print(head)
     for material, r in results.items():

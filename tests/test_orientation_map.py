@@ -366,3 +366,51 @@ def test_beam_turn_replaces_a_start_only_where_the_batch_tells_the_senses_apart(
     alike = torch.tensor([10.001, 9.999, 10.0005, 10.6, 9.9995, 10.0])
     assert not _turn_wins(start, alike, 1e-3).any()
     assert _turn_wins(start, alike, 0.0).sum() == 3  # no margin: plain comparison
+
+
+def test_refiner_with_the_precession_cone_converges_where_nanobeam_weights_do_not():
+    """Noise-free 1° precession patterns of Al, refined from 2° off the truth: weights averaged over the
+    precession cone (as ``physics.spots`` averages the profile) find the truth; the nanobeam weight,
+    which sees only the spots on the Ewald sphere, is pulled off. Measured (seeds 5-7): median 0.37-0.63°
+    with the cone, 0.83-1.13° without."""
+    import math
+
+    from diffractnet.data.scan_physics import synthesize_patterns
+    from diffractnet.index.refine import Refiner, RefineSettings, _axis_angle_matrices
+    from diffractnet.physics.orientations import quaternion_to_matrix, random_quaternions
+    from diffractnet.structures.library import get_material
+    from diffractnet.tasks.orientation import matrices_to_quaternions
+
+    al = get_material("Al")
+    physics = ScanPhysics(image_size_px=64, reciprocal_px_invA=0.04, dose_e=None, perturbation=0.0,
+                          precession_deg=1.0, thickness_A=(55.0, 55.0))
+    q = random_quaternions(48, seed=5)
+    images = synthesize_patterns(al, q, physics, generator=torch.Generator().manual_seed(0))
+    axes = torch.randn(len(q), 3, generator=torch.Generator().manual_seed(1))
+    start = quaternion_to_matrix(torch.as_tensor(q)).float() @ _axis_angle_matrices(
+        axes / axes.norm(dim=1, keepdim=True) * math.radians(2.0))
+    medians = {}
+    for precession_deg in (1.0, 0.0):
+        settings = RefineSettings.for_physics(physics, precession_deg=precession_deg, try_beam_flip=False)
+        assert settings.precession_deg == precession_deg
+        rot, _ = Refiner(al, 200.0, 0.04, 64, settings).refine(images, start)
+        medians[precession_deg] = float(np.median(misorientation_deg(matrices_to_quaternions(rot), q, al)))
+    assert medians[1.0] < 0.8
+    assert medians[1.0] < 0.75 * medians[0.0]
+    assert RefineSettings.for_physics(ScanPhysics()).precession_deg == 0.0
+
+
+def test_scan_recorded_with_another_precession_is_a_data_error(tmp_path, beam_model):
+    """The model (trained on nanobeam patterns) refuses a scan whose file records 1° precession, in one
+    line that says what to train; a file that records nothing is read as it is."""
+    physics = ScanPhysics(image_size_px=SIZE_PX, reciprocal_px_invA=PX_INVA, dose_e=2e4, precession_deg=1.0)
+    path = generate_polycrystal(_spec(physics=physics, scan_shape=(1, 2), n_grains=1), tmp_path / "ped.zarr")
+    scan = open_scan(path)
+    assert scan.precession_deg == 1.0
+    with pytest.raises(DataError, match="precession_deg: 1") as caught:
+        map_scan(scan, OrientationIndexer(beam_model, refine=False), progress=False)
+    assert "\n" not in str(caught.value)
+    plain = write_scan(tmp_path / "plain.npy", np.asarray(scan.data), reciprocal_px_invA=PX_INVA, voltage_kV=200.0)
+    assert open_scan(plain).precession_deg is None
+    assert map_scan(open_scan(plain), OrientationIndexer(beam_model, refine=False), progress=False).quaternions.shape \
+        == (1, 2, 4)

@@ -37,6 +37,8 @@ class RefineSettings:
     Gaussian with the sinc² central lobe's curvature), times the stage's ``width_scale`` (a coarse
     stage sees the spots of orientations a few degrees away); ``min_g_invA`` reflections nearer the direct beam
     are ignored; ``intensity_power`` on |F|² (1: the matched filter of linear intensities);
+    ``precession_deg`` the precession semi-angle [deg] (0: none): the weight is then averaged over
+    ``precession_steps`` beam directions on the cone, as ``physics.spots`` averages the profile;
     ``flip_margin`` the fraction by which the 180°-turned candidate must out-score the start to replace
     it (the start's in-plane sense is the network's evidence: a tie within noise keeps it); ``search``
     ``quadric`` (10 stencil points and the full Newton step), ``axes`` (7 points: the start and ±step
@@ -54,6 +56,8 @@ class RefineSettings:
     excitation_width_invA: float = 0.01
     min_g_invA: float = 0.15
     intensity_power: float = 1.0
+    precession_deg: float = 0.0
+    precession_steps: int = 8
     try_beam_flip: bool = False
     flip_margin: float = 0.0
     background_px: float = 6.0
@@ -72,10 +76,8 @@ class RefineSettings:
         changes = {"flip_margin": 1e-3, **changes}
         t_mean = float(np.mean(physics.thickness_A))
         width = math.sqrt(3) / (math.pi * t_mean)
-        if getattr(physics, "precession_deg", 0):
-            width = max(width, 0.5 * math.radians(physics.precession_deg))  # precession opens the window
         return cls(**{"excitation_width_invA": width, "smooth_px": (physics.spot_sigma_px,), "try_beam_flip": True,
-                      **changes})
+                      "precession_deg": float(getattr(physics, "precession_deg", 0.0)), **changes})
 
 
 def _axis_angle_matrices(axes_angles: torch.Tensor) -> torch.Tensor:
@@ -149,7 +151,8 @@ class Refiner:
         keep = g.norm(dim=-1) >= settings.min_g_invA
         self.g = g[keep]
         self.f2 = torch.as_tensor(refl.intensity, dtype=torch.float32)[keep] ** settings.intensity_power
-        self.sim = SpotSimulator(voltage_kV, max(g_max, 0.1))
+        self.sim = SpotSimulator(voltage_kV, max(g_max, 0.1), precession_angle_deg=settings.precession_deg,
+                                 precession_steps=settings.precession_steps)
         self.steps = _neighbour_steps(settings.search)
         self._width = settings.excitation_width_invA
 
@@ -165,8 +168,8 @@ class Refiner:
     def _weights(self, rot: torch.Tensor, g: torch.Tensor, positions: bool = False):
         """Template weights (and detector positions [px]) of reflections ``g`` (B, 1|C, K, 3) at ``rot`` (B, C, 3, 3)."""
         g_lab = torch.einsum("bcji,bckj->bcki", rot, g.expand(rot.shape[0], rot.shape[1], *g.shape[-2:]))
-        s = self.sim.excitation_errors(g_lab)[..., 0]
-        w = torch.exp(-((s / self._width) ** 2))
+        s = self.sim.excitation_errors(g_lab)  # (..., M): one per beam direction (M = 1 without precession)
+        w = torch.exp(-((s / self._width) ** 2)).mean(-1)
         if not positions:
             return w * self.f2[None, None]
         centre = (self.size - 1) / 2

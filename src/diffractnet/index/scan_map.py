@@ -69,8 +69,10 @@ class OrientationIndexer:
         self._refiner = None
         self._bank = None
 
-    def check_scan(self, pattern_shape: tuple[int, int], reciprocal_px_invA: float | None, where: str) -> None:
-        """``DataError`` if the scan's detector does not match what the model was trained for."""
+    def check_scan(self, pattern_shape: tuple[int, int], reciprocal_px_invA: float | None, where: str,
+                   precession_deg: float | None = None) -> None:
+        """``DataError`` if the scan's detector, or its precession angle [deg] where the file records one,
+        does not match what the model was trained for."""
         h, w = pattern_shape
         if h != w or h % self.input_size:
             raise DataError(f"{where}: patterns of {h}x{w} px cannot be binned to the model's {self.input_size} px; "
@@ -79,6 +81,10 @@ class OrientationIndexer:
         if reciprocal_px_invA is not None and abs(reciprocal_px_invA / trained - 1) > 0.02:
             raise DataError(f"{where}: calibration {reciprocal_px_invA:.5g} Å⁻¹/px differs from the model's "
                             f"{trained:.5g} Å⁻¹/px at {h} px; rebin the scan or train for this camera length")
+        model_deg = float(self.physics.precession_deg)
+        if precession_deg is not None and abs(precession_deg - model_deg) > 0.05:
+            raise DataError(f"{where}: recorded with {precession_deg:g}° precession but the model was trained on "
+                            f"{model_deg:g}°; train a model with physics.precession_deg: {precession_deg:g}")
 
     def _px(self, size_px: int, reciprocal_px_invA: float | None = None) -> float:
         """The detector's reciprocal pixel size [Å⁻¹/px]: as given, or the model's binned to ``size_px``."""
@@ -230,7 +236,7 @@ def map_scan(scan, indexer: OrientationIndexer, *, work_dir: str | Path | None =
     from tqdm.auto import tqdm
 
     where = f"scan '{scan.path}'" if scan.path else "scan"
-    indexer.check_scan(scan.pattern_shape, scan.reciprocal_px_invA, where)
+    indexer.check_scan(scan.pattern_shape, scan.reciprocal_px_invA, where, scan.precession_deg)
     ny, nx = scan.scan_shape
     work = Path(work_dir) if work_dir is not None else None
     if work is not None:

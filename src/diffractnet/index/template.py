@@ -47,6 +47,7 @@ class TemplateLibrary:
     max_excitation_error_invA: float
     resolution_deg: float
     seconds: float
+    precession_deg: float = 0.0
 
     def __len__(self) -> int:
         return int(self.rotations.size)
@@ -127,7 +128,8 @@ def _usable_templates(simulation, g_max_invA: float, radial_bins: int, reciproca
 
 def build_template_library(crystal: Crystal, voltage_kV: float, reciprocal_px_invA: float, image_size_px: int,
                            resolution_deg: float = 1.0, g_max_invA: float | None = None,
-                           max_excitation_error_invA: float = DEFAULT_MAX_EXCITATION_ERROR_INVA) -> TemplateLibrary:
+                           max_excitation_error_invA: float = DEFAULT_MAX_EXCITATION_ERROR_INVA,
+                           precession_deg: float = 0.0) -> TemplateLibrary:
     """diffsims templates of ``crystal`` over orix's reduced fundamental-zone grid.
 
     ``voltage_kV`` accelerating voltage; ``reciprocal_px_invA`` detector calibration [Å⁻¹/px];
@@ -135,7 +137,8 @@ def build_template_library(crystal: Crystal, voltage_kV: float, reciprocal_px_in
     directions [deg]; ``g_max_invA`` largest |g| kept [Å⁻¹] (default: the inscribed circle of the
     detector, ``image_size_px/2 × reciprocal_px_invA``); ``max_excitation_error_invA`` cut on the
     excitation error of template spots [Å⁻¹] (also the Lorentzian shape-factor width): match it to the
-    data's tolerance, ~1/thickness, more with precession. The grid is
+    data's tolerance, ~1/thickness; ``precession_deg`` the precession angle of the scan [deg] (0: nanobeam;
+    otherwise diffsims integrates each spot's shape factor over the precessing Ewald sphere). The grid is
     ``orix.sampling.get_sample_reduced_fundamental`` for the crystal's Laue group (1,081 templates for
     Al, ~6,800 for LiNiO2 at 1°); templates left with no spot on the detector are dropped.
     """
@@ -149,6 +152,8 @@ def build_template_library(crystal: Crystal, voltage_kV: float, reciprocal_px_in
     px = _check_positive("reciprocal pixel size [1/Å per px] (the scan's calibration)", reciprocal_px_invA, DataError)
     resolution_deg = _check_positive("template resolution [deg]", resolution_deg)
     s_max = _check_positive("max excitation error [1/Å]", max_excitation_error_invA)
+    if not (isinstance(precession_deg, (int, float, np.number)) and 0 <= precession_deg < 10):
+        raise PhysicsError(f"precession angle must be a number of degrees in [0, 10), got {precession_deg!r}")
     if not (isinstance(image_size_px, (int, np.integer)) and image_size_px >= 8):
         raise DataError(f"image size must be an integer of at least 8 px, got {image_size_px}")
     size = int(image_size_px)
@@ -156,7 +161,8 @@ def build_template_library(crystal: Crystal, voltage_kV: float, reciprocal_px_in
     start = time.perf_counter()
     phase = crystal_to_orix_phase(crystal)
     rotations = get_sample_reduced_fundamental(resolution_deg, point_group=laue_group(crystal))
-    generator = SimulationGenerator(accelerating_voltage=voltage_kV, minimum_intensity=1e-10)
+    generator = SimulationGenerator(accelerating_voltage=voltage_kV, minimum_intensity=1e-10,
+                                    precession_angle=float(precession_deg))
     # with the direct beam, so no template is empty (diffsims fails on those); it is taken out after
     simulation = generator.calculate_diffraction2d(phase, rotation=rotations, reciprocal_radius=g_max,
                                                    max_excitation_error=s_max, with_direct_beam=True)
@@ -165,7 +171,7 @@ def build_template_library(crystal: Crystal, voltage_kV: float, reciprocal_px_in
     return TemplateLibrary(crystal=crystal, simulation=simulation, rotations=rotations, voltage_kV=voltage_kV,
                            reciprocal_px_invA=px, image_size_px=size, g_max_invA=g_max,
                            max_excitation_error_invA=s_max, resolution_deg=resolution_deg,
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start, precession_deg=float(precession_deg))
 
 
 def _validate_scan(data, library: TemplateLibrary):

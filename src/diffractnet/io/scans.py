@@ -59,6 +59,15 @@ class Scan:
         """(H, W): detector rows and columns [px]."""
         return int(self.data.shape[2]), int(self.data.shape[3])
 
+    @property
+    def precession_deg(self) -> float | None:
+        """The precession angle [deg] the file records (synthetic scans: their physics), None if unknown."""
+        attrs = self.metadata.get("attrs") if isinstance(self.metadata, dict) else None
+        spec = attrs.get("diffractnet_polycrystal") if isinstance(attrs, dict) else None
+        physics = spec.get("physics") if isinstance(spec, dict) else None
+        value = physics.get("precession_deg") if isinstance(physics, dict) else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
     def rows(self, y0: int, y1: int) -> np.ndarray:
         """Scan rows ``y0 ≤ y < y1`` as a float32 (y1-y0, nx, H, W) array, read now and checked for
         NaN/inf; ``DataError`` names the rows if they cannot be read or hold non-finite pixels."""

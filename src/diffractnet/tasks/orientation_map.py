@@ -22,15 +22,19 @@ def _save_npz(path: Path, **arrays) -> None:
     tmp.replace(path)
 
 
-def template_map(scan, crystal, *, resolution_deg: float = 1.0, frac_keep: float = 1.0, progress: bool = True):
-    """pyxem template matching of a whole ``scan`` (``io.scans.Scan``) → ``index.template.TemplateResult``."""
+def template_map(scan, crystal, *, resolution_deg: float = 1.0, frac_keep: float = 1.0, progress: bool = True,
+                 precession_deg: float | None = None):
+    """pyxem template matching of a whole ``scan`` (``io.scans.Scan``) → ``index.template.TemplateResult``.
+    ``precession_deg`` the templates' precession angle (None: the one the scan records, else 0)."""
     from diffractnet.errors import DataError
     from diffractnet.index.template import build_template_library, match_scan
 
     if scan.reciprocal_px_invA is None or scan.voltage_kV is None:
         raise DataError(f"scan '{scan.path}' has no calibration; give the reciprocal pixel size and voltage")
+    if precession_deg is None:
+        precession_deg = scan.precession_deg or 0.0
     library = build_template_library(crystal, scan.voltage_kV, scan.reciprocal_px_invA, scan.pattern_shape[0],
-                                     resolution_deg=resolution_deg)
+                                     resolution_deg=resolution_deg, precession_deg=precession_deg)
     return match_scan(scan.data, library, frac_keep=frac_keep, progress=progress)
 
 
