@@ -74,12 +74,16 @@ def train_model(material: str, out: Path, minutes: float, model: str, threads: i
     return path
 
 
+def precession_tag(precession_deg: float) -> str:
+    """File-name suffix of the scans and models of a precession run ('' for nanobeam: the old names)."""
+    return f"_prec{precession_deg:g}" if precession_deg else ""
+
+
 def make_scan(material: str, out: Path, shape: list[int], grains: int, dose: float, seed: int,
               precession_deg: float = 0.0) -> Path:
     from diffractnet.data.polycrystal import PolycrystalSpec, generate_polycrystal
 
-    tag = f"_prec{precession_deg:g}" if precession_deg else ""
-    path = out / f"{material}_dose{int(dose)}{tag}.zarr"
+    path = out / f"{material}_dose{int(dose)}{precession_tag(precession_deg)}.zarr"
     if not path.exists():
         spec = PolycrystalSpec(material=material, scan_shape=tuple(shape), n_grains=grains, seed=seed,
                                physics={"dose_e": dose, "precession_deg": precession_deg})
@@ -183,8 +187,7 @@ def main() -> int:
     results = {}
     for material in args.materials:
         started = time.perf_counter()
-        tag = f"_prec{args.precession:g}" if args.precession else ""
-        model = train_model(material, args.out / f"model_{material}{tag}", args.train_minutes, args.model, args.threads,
+        model = train_model(material, args.out / f"model_{material}{precession_tag(args.precession)}", args.train_minutes, args.model, args.threads,
                             args.device, args.quick, args.precession)
         train_s = time.perf_counter() - started
         scans = args.out if args.scan_seed == 101 else args.out / f"scans_seed{args.scan_seed}"

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from diffractnet.errors import DataError
-from diffractnet.io.scans import ScanWriter, check_finite_block, open_scan, write_scan
+from diffractnet.io.scan_writer import ScanWriter
+from diffractnet.io.scans import check_finite_block, open_scan, write_scan
 
 CAL = {"reciprocal_px_invA": 0.02, "voltage_kV": 200.0, "scan_step_nm": 3.0}
 
@@ -235,7 +236,7 @@ def test_npy_sidecar_out_of_sync(tmp_path):
 _KILLED_WRITER = """
 import os, signal, sys
 import numpy as np
-from diffractnet.io.scans import ScanWriter
+from diffractnet.io.scan_writer import ScanWriter
 data = np.load(sys.argv[2])
 writer = ScanWriter(sys.argv[1], (7, 3), (16, 16), reciprocal_px_invA=0.02, scan_step_nm=3.0, rows_per_chunk=2)
 writer.write_rows(0, data[0:2])

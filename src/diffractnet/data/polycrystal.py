@@ -3,7 +3,7 @@
 Voronoi grains (random or fibre-textured orientations), soft grain boundaries where the two grains'
 patterns add with weights falling across ``boundary_width_px``, a smooth thickness field, per-spot
 intensity perturbation and Poisson noise (``data.scan_physics``). The scan is written row-block by
-row-block (``io.scans.ScanWriter``: resumable, atomic) with the truth beside it in an ``.npz``.
+row-block (``io.scan_writer.ScanWriter``: resumable, atomic) with the truth beside it in an ``.npz``.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def generate_polycrystal(spec: PolycrystalSpec, path: str | Path, rows_per_block
     from tqdm.auto import tqdm
 
     from diffractnet.analysis._atomic import _temp_beside
-    from diffractnet.io.scans import ScanWriter
+    from diffractnet.io.scan_writer import ScanWriter
 
     path = Path(path)
     if path.suffix != ".zarr":

@@ -83,7 +83,9 @@ def run_map(scan_path: str | Path, model_path: str | Path, out_dir: str | Path, 
     panels = [MapPanel("diffractnet (IPF-z)", ours.quaternions)]
     tm = None
     if template:
-        tm = template_map(scan, crystal, resolution_deg=template_resolution_deg, progress=progress)
+        # the model's precession: check_scan has made sure a scan that records one agrees with it
+        tm = template_map(scan, crystal, resolution_deg=template_resolution_deg, progress=progress,
+                          precession_deg=indexer.physics.precession_deg)
         _save_npz(out / "template.npz", quaternions=tm.quaternions, correlation=tm.correlation)
         summary["template"] = {"seconds": tm.seconds, "patterns_per_s": tm.patterns_per_s,
                                "resolution_deg": template_resolution_deg, "frac_keep": tm.frac_keep}
