@@ -62,6 +62,8 @@ def _parse() -> argparse.Namespace:
                    help="classifier input brightness = (pixel / brightest) ** this, per pixel after the shot noise (lower lifts weak spots and the noise with them)")
     p.add_argument("--random-per-group", type=int, default=0,
                    help="pyxtal random crystals per group added to training only (0: built-in materials only)")
+    p.add_argument("--substitute", type=int, default=0,
+                   help="element-substituted variants per training material, training only (materials.substitute; 0: off)")
     p.add_argument("--random-max-atoms", type=int, default=32, help="largest conventional cell of a random crystal")
     p.add_argument("--dose", type=float, nargs=2, default=list(SAED_DOSE_E), metavar=("LOW", "HIGH"),
                    help="electrons per test pattern (log-uniform): an SAED exposure read out binned")
@@ -74,8 +76,10 @@ def _parse() -> argparse.Namespace:
 
 
 def dataset_config(name: str, out: Path, groups: list[int], per_zone: int, tilt: float, random_per_group: int = 0,
-                   seed: int = 2026, random_split: str = "any", random_max_atoms: int = 96) -> dict:
+                   seed: int = 2026, random_split: str = "any", random_max_atoms: int = 96, substitute: int = 0) -> dict:
     materials = {"space_groups": groups}
+    if substitute:
+        materials["substitute"] = {"per_material": substitute}
     if random_per_group:
         materials["random"] = {"space_groups": groups, "per_group": random_per_group, "split": random_split,
                                "max_atoms": random_max_atoms}
@@ -220,9 +224,10 @@ def main() -> int:
     t0 = time.perf_counter()
     generate_dataset(parse_config(dataset_config("cubic5", data, SEED003_GROUPS, 2 if args.quick else 24, args.tilt,
                                                  args.random_per_group, random_split="train",
-                                                 random_max_atoms=args.random_max_atoms)), workers=2, progress=False)
+                                                 random_max_atoms=args.random_max_atoms, substitute=args.substitute)),
+                     workers=2, progress=False)
     results: dict = {"dataset_seconds": round(time.perf_counter() - t0, 1), "tilt_deg": args.tilt, "threads": args.threads,
-                     "scale_augmentation": list(args.scale), "random_per_group": args.random_per_group,
+                     "scale_augmentation": list(args.scale), "random_per_group": args.random_per_group, "substitute_per_material": args.substitute,
                      "labels": args.labels, "view": args.view, "shell_jitter": args.shell_jitter, "intensity_power": args.intensity_power,
                      "test_dose_e": args.dose, "low_dose_e": args.low_dose, "train_dose_e": args.train_dose}
     options = {"scale": tuple(args.scale), "view": args.view, "shell_jitter": args.shell_jitter,
@@ -252,7 +257,8 @@ def _print_table(results: dict, args: argparse.Namespace) -> None:
     rows = [(name, results[name]) for name in [*args.models, "appearance_labels"] if name in results]
     print(f"\nSpace groups {SEED003_GROUPS}, unseen test materials: {', '.join(rows[0][1]['test_materials'])}")
     print(f"zone axes (13, index <= 3) + random tilts <= {args.tilt} deg, Poisson noise; {args.threads} CPU threads")
-    print(f"training materials: built-in + {args.random_per_group} pyxtal random crystals per group (training only); "
+    print(f"training materials: built-in + {args.random_per_group} pyxtal random crystals per group + {args.substitute} "
+          f"element-substituted variants per material (training only); "
           f"labels: {args.labels}; input view: {args.view}; shell intensity jitter σ {args.shell_jitter}; intensity power {args.intensity_power}")
     head = (f"{'model':<22}{'single top-1':>13}{'within set':>12}{'fused-3 top-1':>15}{'seed003 mean':>14}"
             f"{'train min':>11}{'fused-3 mimic ok':>18}")

@@ -32,14 +32,34 @@ class RandomCrystalsSpec(StrictModel):
         return value
 
 
+class SubstitutionSpec(StrictModel):
+    """``per_material`` element-substituted variants of every *training* material
+    (``structures.substitution``): the same sites with other elements of ``elements`` (one-to-one, so
+    the space group stays) and the cell scaled by a factor in ``lattice_scale``. They all train;
+    validation and test stay on the real materials, and no variant rebuilds one of them."""
+
+    per_material: int = Field(1, ge=1, le=100)
+    elements: list[str] | None = None
+    lattice_scale: tuple[float, float] = (0.9, 1.1)
+
+    @model_validator(mode="after")
+    def _scale(self) -> "SubstitutionSpec":
+        low, high = self.lattice_scale
+        if not 0 < low <= high:
+            raise ValueError(f"lattice_scale {list(self.lattice_scale)} must be [low, high] with 0 < low <= high")
+        return self
+
+
 class MaterialsSpec(StrictModel):
-    """Which crystals: built-in names, built-in space groups, CIF files, AFLOW prototypes, random ones."""
+    """Which crystals: built-in names, built-in space groups, CIF files, AFLOW prototypes, random ones;
+    ``substitute`` adds element-substituted variants of the training materials."""
 
     library: list[str] | Literal["all"] | None = None
     space_groups: list[int] | None = None
     cif_files: list[Path] = []
     aflow_prototypes: int = Field(0, ge=0)
     random: RandomCrystalsSpec | None = None
+    substitute: SubstitutionSpec | None = None
 
 
 class OrientationSpec(StrictModel):

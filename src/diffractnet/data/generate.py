@@ -148,6 +148,8 @@ def generate_dataset(config: DatasetConfig, workers: int = 2, scheduler: str = "
     crystals = resolve_materials(config.materials, config.seed)
     splits = split_by_material({c.name: c.space_group_number for c in crystals}, _split_spec(config, crystals),
                                config.seed)
+    variants = _substituted(config, crystals, splits)
+    crystals, splits = crystals + variants, {**splits, **{v.name: "train" for v in variants}}
     units = plan_units(config, crystals, splits)
     out = Path(config.output_dir)
     for stale in out.glob("*/.*.tmp"):  # left by a killed run
@@ -170,6 +172,17 @@ def _split_spec(config: DatasetConfig, crystals: list[Crystal]):
         return config.split
     synthetic = {c.name: "train" for c in crystals if c.source.startswith(RANDOM_SOURCE)}
     return config.split.model_copy(update={"fixed": {**synthetic, **config.split.fixed}})
+
+
+def _substituted(config: DatasetConfig, crystals: list[Crystal], splits: dict[str, str]) -> list[Crystal]:
+    """``materials.substitute``'s variants of the training materials (none without it)."""
+    spec = config.materials.substitute
+    if spec is None:
+        return []
+    from diffractnet.structures.substitution import training_variants
+
+    parents = [c for c in crystals if splits[c.name] == "train"]
+    return training_variants(parents, spec.per_material, config.seed, spec.elements, spec.lattice_scale, avoid=crystals)
 
 
 def load_card(path: str | Path) -> dict:
