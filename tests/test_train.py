@@ -151,6 +151,13 @@ def test_evaluate_predict_explain_cli(trained, dataset, tmp_path, capsys):
     summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert 0 <= summary["single_top1"] <= 1 and summary["fused3"]["n_draws"] > 0
     assert summary["dose_e"] == [1e5, 1e6]  # an SAED exposure unless told
+    per_zone = summary["per_zone_axis"]  # zone-axis patterns split by material and zone, adding up per material
+    by_material = {row["material"]: row for row in summary["metrics"]["per_material"]}
+    for material, zones in per_zone.items():
+        assert zones and all(0 <= e["accuracy"] <= 1 and 0 < e["most_common_share"] <= 1 for e in zones.values())
+        assert all(e["most_common"] in summary["metrics"]["class_labels"] for e in zones.values())
+        assert sum(e["n"] for e in zones.values()) <= by_material[material]["n"]
+    assert "Accuracy per zone axis" in report
     assert main(["evaluate", model, str(dataset), "--out", str(tmp_path / "low"), "--dose", "5e3", "2e4"]) == 0
     assert json.loads((tmp_path / "low" / "metrics.json").read_text())["dose_e"] == [5e3, 2e4]
     capsys.readouterr()

@@ -12,6 +12,7 @@ from diffractnet.tasks.spacegroup_eval import (
     apparent_top1,
     eval_augment,
     fused_accuracy,
+    per_zone_axis,
     physics_sets,
     predict_split,
     presence_reader,
@@ -59,11 +60,28 @@ def evaluate(model_path: str | Path, dataset: str | Path, out_dir: str | Path, s
         "pseudo_symmetric": {names[i]: list(apparent[i]) for i in sorted(set(pred.material_id.tolist()))
                              if len(apparent[i]) > 1},
         "test_materials": sorted({names[i] for i in pred.material_id.tolist()}),
+        "per_zone_axis": per_zone_axis(pred, names, sets),
         "metrics": metrics,
     }
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=1, default=float))
     _write_report(out, summary, meta, metrics, extra_sections or [])
     return summary
+
+
+def _zone_table(per_zone: dict):
+    """Materials × zone axes: accuracy [%], and the group most often predicted where that is not the truth."""
+    from diffractnet.analysis.report import Table
+
+    zones = sorted({z for zs in per_zone.values() for z in zs}, key=lambda z: (len(z), z))
+    rows = []
+    for material, zs in per_zone.items():
+        row = {"material": material}
+        for z in zones:
+            e = zs.get(z)
+            wrong = e is not None and e["accuracy"] < 0.5
+            row[f"[{z}]"] = "" if e is None else f"{100 * e['accuracy']:.0f}" + (f" →{e['most_common']}" if wrong else "")
+        rows.append(row)
+    return Table("Accuracy per zone axis [%] (→ the group mostly predicted where that is wrong)", rows)
 
 
 def _write_report(out: Path, summary: dict, meta: dict, metrics: dict, extra_sections: list) -> Path:
@@ -105,7 +123,8 @@ def _write_report(out: Path, summary: dict, meta: dict, metrics: dict, extra_sec
             tables=[Table("Headline figures", headline)]),
         Section("Per space group", tables=[Table("Precision and recall (scikit-learn)", per_class)],
                 figures=[FigureRef("Confusion matrix (rows: true, columns: predicted)", "confusion.png")]),
-        Section("Per material", figures=[FigureRef("Accuracy per unseen material (seed 002, Fig. 2 style)", "per_material.png")]),
+        Section("Per material", figures=[FigureRef("Accuracy per unseen material (seed 002, Fig. 2 style)", "per_material.png")],
+                tables=[_zone_table(summary["per_zone_axis"])] if summary["per_zone_axis"] else []),
         Section("Calibration", figures=[FigureRef("Reliability diagram", "reliability.png")]),
         *extra_sections,
     ]
