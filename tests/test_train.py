@@ -156,6 +156,7 @@ def test_evaluate_predict_explain_cli(trained, dataset, tmp_path, capsys):
     for material, zones in per_zone.items():
         assert zones and all(0 <= e["accuracy"] <= 1 and 0 < e["most_common_share"] <= 1 for e in zones.values())
         assert all(e["most_common"] in summary["metrics"]["class_labels"] for e in zones.values())
+        assert {e["true_group"] for e in zones.values()} == {by_material[material]["true_label"]}
         assert sum(e["n"] for e in zones.values()) <= by_material[material]["n"]
     assert "Accuracy per zone axis" in report
     assert main(["evaluate", model, str(dataset), "--out", str(tmp_path / "low"), "--dose", "5e3", "2e4"]) == 0

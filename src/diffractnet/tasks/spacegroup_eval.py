@@ -183,24 +183,23 @@ def fused_accuracy(pred: Predictions, prior: np.ndarray | None, k: int = 3, draw
 
 
 def per_zone_axis(pred: Predictions, names: dict[int, str], sets: list | None = None) -> dict[str, dict]:
-    """material name → zone axis 'uvw' → {n, accuracy, most_common (predicted group), most_common_share,
-    physics_set (the look-alike groups of ``physics_sets``, when given)} over its zone-axis patterns: where
-    a model's errors repeat across one material's zones, fusing patterns cannot undo them."""
-    labels = np.array(pred.class_labels)
-    guess = labels[pred.probs.argmax(1)]
+    """material name → zone axis 'uvw' → {n, true_group, accuracy, most_common (predicted group),
+    most_common_share, physics_set (the look-alike groups of ``physics_sets``, when given)} over its
+    zone-axis patterns: where a model's errors repeat across one material's zones, fusing cannot undo them."""
+    guess = np.array(pred.class_labels)[pred.probs.argmax(1)]
     out: dict[str, dict] = {}
-    keys = [tuple(z) for z in pred.zone_axis.tolist()]
     for mid in np.unique(pred.material_id):
-        rows = np.flatnonzero(pred.material_id == mid)
+        rows = np.flatnonzero((pred.material_id == mid) & pred.zone_axis.any(axis=1))
         zones: dict[str, dict] = {}
-        for zone in sorted({keys[r] for r in rows if any(keys[r])}, key=lambda z: (sum(z), z)):
-            here = [r for r in rows if keys[r] == zone]
+        for zone in sorted({tuple(z) for z in pred.zone_axis[rows].tolist()}, key=lambda z: (sum(z), z)):
+            here = rows[(pred.zone_axis[rows] == zone).all(axis=1)]
             values, counts = np.unique(guess[here], return_counts=True)
-            entry = {"n": len(here), "accuracy": float(np.mean(guess[here] == pred.space_group[here])),
+            entry = {"n": len(here), "true_group": int(pred.space_group[here[0]]),
+                     "accuracy": float(np.mean(guess[here] == pred.space_group[here])),
                      "most_common": int(values[counts.argmax()]), "most_common_share": float(counts.max() / len(here))}
             if sets is not None and sets[here[0]] is not None:
                 entry["physics_set"] = [int(g) for g in sets[here[0]]]
-            zones["".join(str(abs(i)) if i >= 0 else f"-{abs(i)}" for i in zone)] = entry
+            zones["".join(map(str, zone))] = entry
         out[names.get(int(mid), str(int(mid)))] = zones
     return out
 

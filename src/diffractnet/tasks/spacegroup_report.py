@@ -72,13 +72,13 @@ def _zone_table(per_zone: dict):
     """Materials × zone axes: accuracy [%], and the group most often predicted where that is not the truth."""
     from diffractnet.analysis.report import Table
 
-    zones = sorted({z for zs in per_zone.values() for z in zs}, key=lambda z: (len(z), z))
+    zones = list(dict.fromkeys(z for zs in per_zone.values() for z in zs))  # in per_zone_axis's order
     rows = []
     for material, zs in per_zone.items():
         row = {"material": material}
         for z in zones:
             e = zs.get(z)
-            wrong = e is not None and e["accuracy"] < 0.5
+            wrong = e is not None and e["most_common"] != e["true_group"]
             row[f"[{z}]"] = "" if e is None else f"{100 * e['accuracy']:.0f}" + (f" →{e['most_common']}" if wrong else "")
         rows.append(row)
     return Table("Accuracy per zone axis [%] (→ the group mostly predicted where that is wrong)", rows)
