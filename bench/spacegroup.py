@@ -19,7 +19,8 @@ shows, at some zone axis, once scale, turn and mirror are free (``structures.vis
 "Mimic ok" also counts a group the material mimics kinematically (``physics.pseudosymmetry``).
 "physics, presence only" is a reader blind to intensities: each pattern's look-alike set weighted by
 the training prior (``spacegroup_eval.presence_reader``), fused alike; what systematic absences tell.
-``--labels space_group_set`` trains on such sets as soft targets (``train.labels``).
+``--labels space_group_set`` trains on such sets as soft targets (``train.labels``); ``--lookalike-head`` adds a
+second head that answers, per group, whether physics lets it give the pattern, and within set then counts its sets.
 Epochs are sized from the training rate measured on this machine first, so each learning-rate
 schedule runs to its end inside its time budget.
 """
@@ -47,6 +48,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--labels", choices=["space_group", "space_group_set"], default="space_group",
                    help="the models' targets: the true group, or each zone-axis pattern's look-alike groups "
                         "weighted by the training prior (train.labels.SpaceGroupSetLabelMap)")
+    p.add_argument("--lookalike-head", action=argparse.BooleanOptionalAction, default=True,
+                   help="give the models a second head, per group whether physics lets it give this pattern "
+                        "(train.labels.LookAlikeLabelMap); within-set then counts that head's set (default on)")
     p.add_argument("--appearance-minutes", type=float, default=8.0, help="0 skips the appearance-label run")
     p.add_argument("--cubic36-minutes", type=float, default=10.0, help="0 skips the 36-group run")
     p.add_argument("--tilt", type=float, default=0.5, help="largest tilt off the zone axis [deg]")
@@ -92,13 +96,13 @@ def dataset_config(name: str, out: Path, groups: list[int], per_zone: int, tilt:
 def train_config(dataset: Path, out: Path, model: str, minutes: float, patterns_per_s: float, scheme: str,
                  threads: int, scale: tuple[float, float] = (0.92, 1.08), view: str = "plain",
                  shell_jitter: float = 0.0, intensity_power: float = 0.5,
-                 train_dose: tuple[float, float] = (3e3, 3e6)) -> dict:
+                 train_dose: tuple[float, float] = (3e3, 3e6), lookalike_head: bool = False) -> dict:
     """Epochs sized so the run ends within ``minutes`` at the expected speed; max_time as a guard."""
     per_epoch = 8192
     epochs = max(2, int(minutes * 60 * 0.95 * patterns_per_s / per_epoch))  # 5 %: validation and checkpoints
     kwargs = {"width": 16} if model == "small_cnn" else {}
     return {"dataset": str(dataset), "output_dir": str(out), "seed": 7,
-            "model": {"name": model, "kwargs": kwargs}, "labels": {"scheme": scheme},
+            "model": {"name": model, "kwargs": kwargs}, "labels": {"scheme": scheme, "lookalike_head": lookalike_head and scheme != "appearance"},
             "image": {"size_px": 64, "reciprocal_px_invA": 0.04, "spot_sigma_px": 1.0, "intensity_power": intensity_power,
                       "view": view},
             "augment": {"center_shift_px": 2, "scale": list(scale), "spot_sigma_px": [0.8, 1.4],
@@ -121,12 +125,13 @@ def measure_training_rate(raw_config: dict, steps: int = 16, warmup: int = 4) ->
     from diffractnet.train.labels import build_label_map
     from diffractnet.data.generate import load_card
     from diffractnet.render.canonical import VIEWS
-    from diffractnet.train.module import ClassifierModule, classification_loss
+    from diffractnet.train.module import ClassifierModule
 
     config = parse_train_config(raw_config)
     label_map = build_label_map(config, load_card(config.dataset))
     module = ClassifierModule(config.model.name, label_map.num_outputs, config.image.size_px, config.model.kwargs,
-                              None, config.optimizer.model_dump(), in_chans=VIEWS[config.image.view])
+                              None, config.optimizer.model_dump(), in_chans=VIEWS[config.image.view],
+                              lookalike_head=config.labels.lookalike_head)
     data = PatternDataModule(config, label_map, label_map.targets)
     data.trainer = None
     data.setup("fit")
@@ -136,7 +141,7 @@ def measure_training_rate(raw_config: dict, steps: int = 16, warmup: int = 4) ->
         if i == warmup:
             started = time.perf_counter()
         images, labels = next(loader)
-        loss, _ = classification_loss(module(images), labels)
+        loss, _ = module.loss(module(images), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -228,10 +233,11 @@ def main() -> int:
                      workers=2, progress=False)
     results: dict = {"dataset_seconds": round(time.perf_counter() - t0, 1), "tilt_deg": args.tilt, "threads": args.threads,
                      "scale_augmentation": list(args.scale), "random_per_group": args.random_per_group, "substitute_per_material": args.substitute,
-                     "labels": args.labels, "view": args.view, "shell_jitter": args.shell_jitter, "intensity_power": args.intensity_power,
+                     "labels": args.labels, "lookalike_head": args.lookalike_head, "view": args.view, "shell_jitter": args.shell_jitter, "intensity_power": args.intensity_power,
                      "test_dose_e": args.dose, "low_dose_e": args.low_dose, "train_dose_e": args.train_dose}
     options = {"scale": tuple(args.scale), "view": args.view, "shell_jitter": args.shell_jitter,
-               "intensity_power": args.intensity_power, "train_dose": tuple(args.train_dose)}
+               "intensity_power": args.intensity_power, "train_dose": tuple(args.train_dose),
+               "lookalike_head": args.lookalike_head}
     doses = (tuple(args.dose), tuple(args.low_dose))
     minutes = dict(zip(args.models, args.minutes + [args.minutes[-1]] * len(args.models)))
     for name in args.models:
@@ -259,7 +265,7 @@ def _print_table(results: dict, args: argparse.Namespace) -> None:
     print(f"zone axes (13, index <= 3) + random tilts <= {args.tilt} deg, Poisson noise; {args.threads} CPU threads")
     print(f"training materials: built-in + {args.random_per_group} pyxtal random crystals per group + {args.substitute} "
           f"element-substituted variants per material (training only); "
-          f"labels: {args.labels}; input view: {args.view}; shell intensity jitter σ {args.shell_jitter}; intensity power {args.intensity_power}")
+          f"labels: {args.labels}{' + look-alike head (within set: its sets)' if args.lookalike_head else ''}; input view: {args.view}; shell intensity jitter σ {args.shell_jitter}; intensity power {args.intensity_power}")
     head = (f"{'model':<22}{'single top-1':>13}{'within set':>12}{'fused-3 top-1':>15}{'seed003 mean':>14}"
             f"{'train min':>11}{'fused-3 mimic ok':>18}")
     print(head)

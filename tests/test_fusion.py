@@ -54,3 +54,22 @@ def test_bad_probabilities(bad):
         fuse_posteriors(bad)
     with pytest.raises(DataError):
         fuse_posteriors(np.array([[0.5, 0.5]]), prior=np.array([1.0, 0.0]))
+
+
+def test_lookalike_set_keeps_members_and_the_top_group_most_probable_first():
+    from diffractnet.index.fusion import fuse_membership, lookalike_set
+
+    probs = np.array([[0.1, 0.6, 0.3], [0.7, 0.2, 0.1]])
+    member = np.array([[0.9, 0.2, 0.8], [0.1, 0.4, 0.6]])
+    sets = lookalike_set(member, probs)
+    assert [s.tolist() for s in sets] == [[1, 2, 0], [0, 2]]  # row 0: the top group 1 joins; order by probability
+    assert [s.tolist() for s in lookalike_set(member, probs, threshold=0.85)] == [[1, 0], [0]]
+    np.testing.assert_array_equal(fuse_membership(member), [0.1, 0.2, 0.6])
+    with pytest.raises(DataError, match="threshold"):
+        lookalike_set(member, probs, threshold=1.0)
+    with pytest.raises(DataError, match="membership"):
+        lookalike_set(member[:, :2], probs)
+    with pytest.raises(DataError, match="membership"):
+        lookalike_set(np.full_like(member, np.nan), probs)
+    with pytest.raises(DataError, match="shape"):
+        fuse_membership(np.ones(3))

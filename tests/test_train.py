@@ -288,3 +288,88 @@ def test_training_on_set_labels_gives_a_space_group_model(dataset, tmp_path, cap
     summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     reader = summary["presence_reader"]  # the physics reader scores 1/|set| per pattern, at best
     assert 0 < reader["single_top1"] <= 1 and 0 < reader["fused3_top1"] <= 1
+
+
+def test_lookalike_head_targets_are_group_then_membership(dataset):
+    """With ``lookalike_head`` the targets are (N, 2C): the group (one-hot, or the set-weighted prior with
+    space_group_set) and one bit per group that physics lets give the pattern; Al [001] looks like bcc
+    too, [011] does not, and a pattern off zone axes has unknown (NaN) bits."""
+    from diffractnet.data.generate import load_card
+    from diffractnet.tasks.spacegroup_eval import train_prior
+    from diffractnet.train.labels import build_label_map
+
+    card = load_card(dataset)
+    al = next(m["material_id"] for m in card["materials"] if m["name"] == "Al")
+    raw = {"space_group": np.array([225, 225, 225]), "zone_axis": np.array([[0, 0, 1], [0, 1, 1], [0, 0, 0]]),
+           "material_id": np.array([al, al, al])}
+    plain = build_label_map(parse_train_config(_train_raw(dataset, Path("unused"), labels={"lookalike_head": True})), card)
+    targets = plain(raw)
+    assert plain.num_outputs == 4 and targets.shape == (3, 4) and targets.dtype == np.float32
+    np.testing.assert_array_equal(targets[:, :2], [[1, 0], [1, 0], [1, 0]])
+    np.testing.assert_array_equal(targets[:2, 2:], [[1, 1], [1, 0]])
+    assert np.isnan(targets[2, 2:]).all()
+    assert plain.metadata() == {"label_scheme": "space_group", "class_labels": [225, 229],
+                                "set_field_invA": pytest.approx(16 * 0.08 * 0.9), "lookalike_head": True}
+    soft = build_label_map(parse_train_config(_train_raw(dataset, Path("unused"), labels={
+        "scheme": "space_group_set", "lookalike_head": True})), card)
+    np.testing.assert_allclose(soft(raw)[0, :2], train_prior(card, [225, 229]), rtol=1e-6)
+    assert soft.metadata()["label_scheme"] == "space_group_set"
+
+
+def test_lookalike_head_refuses_appearance_labels(dataset):
+    with pytest.raises(ConfigError, match="lookalike_head needs space-group classes") as err:
+        parse_train_config(_train_raw(dataset, Path("unused"), labels={"scheme": "appearance", "lookalike_head": True}))
+    assert "\n" not in str(err.value)
+
+
+def test_lookalike_loss_skips_unknown_membership():
+    import torch.nn.functional as F
+
+    from diffractnet.train.module import ClassifierModule, lookalike_loss
+
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3]], requires_grad=True)
+    member = torch.tensor([[1.0, 0.0], [float("nan"), float("nan")]])
+    expected = F.binary_cross_entropy_with_logits(logits[0], member[0])
+    assert float(lookalike_loss(logits, member).detach()) == pytest.approx(float(expected.detach()))
+    none = lookalike_loss(logits, torch.full((2, 2), float("nan")))
+    none.backward()
+    assert float(none) == 0.0 and logits.grad is not None  # a batch off zone axes still backpropagates
+    module = ClassifierModule("small_cnn", 4, 32, {"width": 4}, lookalike_head=True)
+    out = torch.tensor([[3.0, 0.0, 2.0, -2.0]])
+    loss, acc = module.loss(out, torch.tensor([[1.0, 0.0, 1.0, 0.0]]))
+    ce = F.cross_entropy(out[:, :2], torch.tensor([0]))
+    assert float(loss) == pytest.approx(float(ce + F.binary_cross_entropy_with_logits(out[0, 2:], torch.tensor([1.0, 0.0]))))
+    assert float(acc) == 1.0
+
+
+def test_training_with_a_lookalike_head_evaluates_and_predicts_its_sets(dataset, tmp_path, capsys):
+    raw = _train_raw(dataset, tmp_path / "la", labels={"lookalike_head": True}, trainer={"max_epochs": 1})
+    model = train(parse_train_config(raw), progress=False)
+    from diffractnet.models import load_model
+    from diffractnet.tasks.spacegroup import spacegroup_outputs
+
+    net, meta = load_model(model, task="spacegroup")
+    assert meta["lookalike_head"] and meta["num_outputs"] == 4 and meta["temperature"] > 0
+    probs, member = spacegroup_outputs(net, meta, torch.rand(3, 1, 32, 32))
+    assert probs.shape == member.shape == (3, 2) and np.allclose(probs.sum(1), 1)
+    assert ((member > 0) & (member < 1)).all()
+    assert main(["evaluate", str(model), str(dataset), "--out", str(tmp_path / "eval")]) == 0
+    within = json.loads((tmp_path / "eval" / "metrics.json").read_text())["within_set"]
+    assert within["set_from"] == "lookalike head" and 1 <= within["mean_predicted_set"] <= 2
+    assert "look-alike head" in (tmp_path / "eval" / "report.html").read_text()
+    from diffractnet.demo import render_zone_axis
+
+    paths = []
+    for zone in [(0, 0, 1), (0, 1, 1)]:
+        image, _ = render_zone_axis("Cu", zone, image_size_px=48, reciprocal_px_invA=0.06)
+        paths.append(tmp_path / f"cu{''.join(map(str, zone))}.npy")
+        np.save(paths[-1], image)
+    capsys.readouterr()
+    assert main(["predict", str(model), *map(str, paths), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["set_from"] == "lookalike head"
+    rows = result["per_pattern"]
+    assert all(set(r["lookalike"]) == {"225", "229"} for r in rows)  # JSON keys are strings
+    allowed = {g for g in (225, 229) if all(r["lookalike"][str(g)] >= 0.5 for r in rows)}
+    assert set(result["fused"]["set"]) == allowed | {result["fused"]["top"][0][0]}
+    assert main(["explain", str(model), str(paths[1]), "--out", str(tmp_path / "gc.png")]) == 0

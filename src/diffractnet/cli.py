@@ -164,7 +164,12 @@ def _explain(args: argparse.Namespace) -> int:
 
     model, meta = load_model(args.model, task="spacegroup")
     images = images_for_model([args.image], meta, args.px)
-    heat = gradcam_heatmaps(model, images, None if args.target is None else [_column(meta, args.target)])
+    target = None if args.target is None else [_column(meta, args.target)]
+    if target is None and meta.get("lookalike_head"):  # the top group, not the look-alike head's top output
+        from diffractnet.tasks.spacegroup import class_probabilities
+
+        target = [int(class_probabilities(model, meta, images)[0].argmax())]
+    heat = gradcam_heatmaps(model, images, target)
     out = save_overlay(images[0, 0].numpy(), heat[0], Path(args.out), title=f"Grad-CAM: {Path(args.image).name}")
     print(f"wrote {out}")
     return 0

@@ -52,3 +52,27 @@ def prediction_set(probs: np.ndarray, coverage: float = 0.9) -> list[np.ndarray]
     cumulative = np.cumsum(np.take_along_axis(p, order, axis=1), axis=1)
     sizes = (cumulative < coverage - 1e-12).sum(axis=1) + 1
     return [order[i, : sizes[i]] for i in range(len(p))]
+
+
+def lookalike_set(member: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> list[np.ndarray]:
+    """For each row of a look-alike head's (N, C) membership probabilities, the classes at or above
+    ``threshold`` together with the most probable class of (N, C) ``probs``, most probable first:
+    the groups the pattern cannot tell apart, as the head trained for that question answers it."""
+    if not 0 < threshold < 1:
+        raise DataError(f"threshold must be in (0, 1), got {threshold}")
+    m, p = np.asarray(member, dtype=np.float64), _check(probs)
+    if m.shape != p.shape or not np.isfinite(m).all():
+        raise DataError(f"membership must be finite and shaped like the probabilities {p.shape}, got {m.shape}")
+    keep = m >= threshold
+    keep[np.arange(len(p)), p.argmax(axis=1)] = True
+    order = np.argsort(-p, axis=1, kind="stable")
+    return [row[keep[i, row]] for i, row in enumerate(order)]
+
+
+def fuse_membership(member: np.ndarray) -> np.ndarray:
+    """(K, C) look-alike memberships of K patterns of one crystal → (C,): a group stays as far as
+    every pattern allows it (the least of its memberships)."""
+    m = np.asarray(member, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] < 1:
+        raise DataError(f"expected memberships of shape (patterns, classes), got {m.shape}")
+    return m.min(axis=0)

@@ -30,13 +30,25 @@ def coarse_probabilities(probs: np.ndarray, class_labels: tuple[int, ...], level
 
 
 @torch.no_grad()
-def class_probabilities(model: torch.nn.Module, meta: dict, images: torch.Tensor) -> np.ndarray:
-    """(N, 1, S, S) model inputs → (N, C) space-group probabilities, columns ``meta['class_labels']``,
-    at the model's calibrated temperature (``meta['temperature']``, 1 if absent)."""
+def spacegroup_outputs(model: torch.nn.Module, meta: dict, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, 1, S, S) model inputs → ((N, C) space-group probabilities, columns ``meta['class_labels']``,
+    at the model's calibrated temperature (``meta['temperature']``, 1 if absent); and, for a model with a
+    look-alike head (``meta['lookalike_head']``), (N, C) probabilities that physics lets each group give
+    this pattern, else None)."""
     from diffractnet.train.appearance import space_group_probabilities
 
-    logits = model(images).float() / float(meta.get("temperature") or 1.0)
-    return space_group_probabilities(torch.softmax(logits, -1).numpy(), meta)
+    logits = model(images).float()
+    member = None
+    if meta.get("lookalike_head"):
+        c = logits.shape[1] // 2
+        logits, member = logits[:, :c], torch.sigmoid(logits[:, c:]).numpy()
+    logits = logits / float(meta.get("temperature") or 1.0)
+    return space_group_probabilities(torch.softmax(logits, -1).numpy(), meta), member
+
+
+def class_probabilities(model: torch.nn.Module, meta: dict, images: torch.Tensor) -> np.ndarray:
+    """(N, 1, S, S) model inputs → (N, C) space-group probabilities (``spacegroup_outputs``' first part)."""
+    return spacegroup_outputs(model, meta, images)[0]
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[float, float] = (0.05, 20.0)) -> float:

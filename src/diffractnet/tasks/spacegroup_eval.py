@@ -16,12 +16,12 @@ import torch
 
 from diffractnet.data.torch_dataset import Augment, SpotDataset
 from diffractnet.errors import DataError
-from diffractnet.index.fusion import ensemble_mean, fuse_posteriors, prediction_set
+from diffractnet.index.fusion import ensemble_mean, fuse_posteriors, lookalike_set, prediction_set
 from diffractnet.render.detector import detector_from_image_spec
 from diffractnet.structures.ambiguity import zone_ambiguity
 from diffractnet.structures.visible_ambiguity import visible_zone_ambiguity
 from diffractnet.structures.crystal import lattice_matrix
-from diffractnet.tasks.spacegroup import class_probabilities
+from diffractnet.tasks.spacegroup import spacegroup_outputs
 
 # "Realistic" test conditions: what a microscope gives, not what training saw most often. An SAED
 # pattern records 10⁶–10⁹ electrons; 10⁵–10⁶ is a short exposure read out binned (the weakest
@@ -52,6 +52,7 @@ class Predictions:
     zone_axis: np.ndarray    # (N, 3) nominal zone ([0, 0, 0]: random orientation)
     material_id: np.ndarray  # (N,)
     class_labels: list[int]
+    lookalike: np.ndarray | None = None  # (N, C) the look-alike head's memberships, if the model has one
 
 
 @torch.no_grad()
@@ -63,15 +64,17 @@ def predict_split(model: torch.nn.Module, meta: dict, dataset: Path, split: str 
     if len(ds) == 0:
         raise DataError(f"split '{split}' of '{dataset}' holds no patterns")
     model.eval()
-    probs, targets = [], []
+    probs, members, targets = [], [], []
     for start in range(0, len(ds), batch_size):
         images, t = ds.render_batch(list(range(start, min(len(ds), start + batch_size))))
-        probs.append(class_probabilities(model, meta, images))
+        p, member = spacegroup_outputs(model, meta, images)
+        probs.append(p), members.append(member)
         targets.append({k: v.numpy() for k, v in t.items()})
     probs = np.concatenate(probs)
     cat = {k: np.concatenate([t[k] for t in targets]) for k in targets[0]}
     return Predictions(probs, cat["space_group"].astype(int), cat["zone_axis"].astype(int),
-                       cat["material_id"].astype(int), list(meta["class_labels"]))
+                       cat["material_id"].astype(int), list(meta["class_labels"]),
+                       None if members[0] is None else np.concatenate(members))
 
 
 def visible_field_invA(image_spec: dict, augment: Augment | None = EVAL_AUGMENT) -> float:
@@ -102,8 +105,11 @@ def physics_sets(pred: Predictions, card: dict, field_invA: float | None = None)
 
 
 def within_set_accuracy(pred: Predictions, sets: list, coverage: float = 0.9) -> dict:
-    """Share of zone-axis patterns whose predicted set holds the truth and is no larger than physics allows."""
-    chosen = prediction_set(pred.probs, coverage)
+    """Share of zone-axis patterns whose predicted set holds the truth and is no larger than physics allows.
+    The predicted set is the look-alike head's answer where the model has one (``index.fusion.lookalike_set``),
+    else the fewest most probable groups reaching ``coverage``."""
+    head = pred.lookalike is not None
+    chosen = lookalike_set(pred.lookalike, pred.probs) if head else prediction_set(pred.probs, coverage)
     labels = np.array(pred.class_labels)
     hits, sizes, allowed = [], [], []
     for i, phys in enumerate(sets):
@@ -116,7 +122,8 @@ def within_set_accuracy(pred: Predictions, sets: list, coverage: float = 0.9) ->
     if not hits:
         return {"within_set": float("nan"), "n": 0}
     return {"within_set": float(np.mean(hits)), "n": len(hits), "mean_predicted_set": float(np.mean(sizes)),
-            "mean_physics_set": float(np.mean(allowed)), "coverage": coverage}
+            "mean_physics_set": float(np.mean(allowed)), "coverage": coverage,
+            "set_from": "lookalike head" if head else "coverage"}
 
 
 def presence_reader(pred: Predictions, sets: list, prior: np.ndarray) -> Predictions:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffractnet.index.fusion import fuse_posteriors, prediction_set
+from diffractnet.index.fusion import fuse_membership, fuse_posteriors, lookalike_set, prediction_set
 from diffractnet.io.patterns import load_pattern_image, prepare_for_model
 from diffractnet.structures.ambiguity import global_class_of
-from diffractnet.tasks.spacegroup import class_probabilities, coarse_probabilities
+from diffractnet.tasks.spacegroup import coarse_probabilities, spacegroup_outputs
 
 
 def images_for_model(paths: list[str | Path], meta: dict, image_px_invA: float | None = None) -> torch.Tensor:
@@ -28,18 +28,26 @@ def predict_patterns(model: torch.nn.Module, meta: dict, images: torch.Tensor, c
                      top: int = 5) -> dict:
     """Per-pattern probabilities, indistinguishable sets and a fused answer for one crystal.
 
-    Returns {'class_labels', 'per_pattern': [{'top': [(sg, p)], 'set': [sg...]}], 'fused': {...}}; the
-    fused part also names the global ambiguity class of its answer: the space groups (of all 230)
-    that no kinematic pattern at any orientation tells apart from it.
+    Returns {'class_labels', 'per_pattern': [{'top': [(sg, p)], 'set': [sg...]}], 'fused': {...},
+    'set_from'}; the fused part also names the global ambiguity class of its answer: the space groups
+    (of all 230) that no kinematic pattern at any orientation tells apart from it. The sets come from the
+    model's look-alike head where it has one (per pattern: the groups it cannot tell apart; fused: those
+    every pattern allows, ``index.fusion``), else from the fewest groups reaching ``coverage``; with a
+    head, each pattern also lists its 'lookalike' membership per group.
     """
     model.eval()
-    probs = class_probabilities(model, meta, images)
+    probs, member = spacegroup_outputs(model, meta, images)
     labels = np.array(meta["class_labels"])
     prior = np.asarray(meta.get("class_prior") or np.full(len(labels), 1 / len(labels)))
     fused = fuse_posteriors(probs, prior)
-    sets = prediction_set(np.vstack([probs, fused[None]]), coverage)
+    both = np.vstack([probs, fused[None]])
+    sets = prediction_set(both, coverage) if member is None else \
+        lookalike_set(np.vstack([member, fuse_membership(member)[None]]), both)
     per_pattern = [{"top": _top(p, labels, top), "set": sorted(labels[s].tolist()), "probabilities": p.tolist()}
                    for p, s in zip(probs, sets[:-1])]
+    if member is not None:
+        for row, m in zip(per_pattern, member):
+            row["lookalike"] = dict(zip(labels.tolist(), np.round(m, 4).tolist()))
     coarse = {level: dict(zip(c["names"].tolist(), c["probs"][0].round(4).tolist()))
               for level in ("crystal_system", "laue_class", "bravais_lattice")
               for c in [coarse_probabilities(fused[None], tuple(labels.tolist()), level)]}
@@ -47,7 +55,8 @@ def predict_patterns(model: torch.nn.Module, meta: dict, images: torch.Tensor, c
     return {"class_labels": labels.tolist(), "per_pattern": per_pattern,
             "fused": {"top": _top(fused, labels, top), "set": sorted(labels[sets[-1]].tolist()),
                       "probabilities": fused.tolist(), "coarse": coarse,
-                      "global_class": list(global_class_of(best))}, "coverage": coverage}
+                      "global_class": list(global_class_of(best))}, "coverage": coverage,
+            "set_from": "coverage" if member is None else "lookalike head"}
 
 
 def _top(p: np.ndarray, labels: np.ndarray, n: int) -> list[tuple[int, float]]:

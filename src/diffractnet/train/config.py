@@ -24,6 +24,15 @@ class LabelSpec(StrictModel):
 
     scheme: Literal["space_group", "space_group_set", "appearance"] = "space_group"
     space_groups: list[int] | None = None
+    # a second head, one sigmoid per group: does physics say this pattern could be that group's
+    # (``train.labels.LookAlikeLabelMap``)? It names the groups a pattern cannot tell apart.
+    lookalike_head: bool = False
+
+    @model_validator(mode="after")
+    def _head_needs_groups(self) -> "LabelSpec":
+        if self.lookalike_head and self.scheme == "appearance":
+            raise ValueError("lookalike_head needs space-group classes; use scheme space_group or space_group_set")
+        return self
 
 
 class ImageSpec(StrictModel):

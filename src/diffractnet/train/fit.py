@@ -135,7 +135,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     module = ClassifierModule(config.model.name, label_map.num_outputs, config.image.size_px,
                               config.model.kwargs, config.model.pretrained, config.optimizer.model_dump(),
                               config.scheduler.model_dump(), config.trainer.max_epochs,
-                              in_chans=VIEWS[config.image.view])
+                              in_chans=VIEWS[config.image.view], lookalike_head=config.labels.lookalike_head)
     datamodule = PatternDataModule(config, label_map, label_map.targets)
     trainer, seconds = fit_module(config, module, datamodule, has_val, progress)
     model_path = config.output_dir / "model.safetensors"
@@ -184,7 +184,8 @@ def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds
     from diffractnet.tasks.spacegroup_eval import train_prior
 
     best = load_best(trainer, module)
-    temperature = _validation_temperature(module.model, val_set, config.trainer.batch_size)
+    temperature = _validation_temperature(module.model, val_set, config.trainer.batch_size,
+                                          label_map.num_outputs // (2 if config.labels.lookalike_head else 1))
     metadata = {"arch": config.model.name, "task": "spacegroup", "in_chans": VIEWS[config.image.view],
                 "num_outputs": label_map.num_outputs, "image_size": config.image.size_px,
                 "model_kwargs": config.model.kwargs, **label_map.metadata(),
@@ -196,8 +197,9 @@ def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds
 
 
 @torch.no_grad()
-def _validation_temperature(model: torch.nn.Module, val_set, batch_size: int) -> float:
-    """Temperature scaling on the validation patterns (``tasks.spacegroup.fit_temperature``); 1.0 without them."""
+def _validation_temperature(model: torch.nn.Module, val_set, batch_size: int, classes: int) -> float:
+    """Temperature scaling of the first ``classes`` outputs (the group head) on the validation patterns
+    (``tasks.spacegroup.fit_temperature``); 1.0 without them."""
     from diffractnet.tasks.spacegroup import fit_temperature
 
     if val_set is None or len(val_set) == 0:
@@ -206,6 +208,6 @@ def _validation_temperature(model: torch.nn.Module, val_set, batch_size: int) ->
     logits, labels = [], []
     for start in range(0, len(val_set), 4 * batch_size):
         images, y = val_set[list(range(start, min(len(val_set), start + 4 * batch_size)))]
-        logits.append(model(images).float())
-        labels.append(y)
+        logits.append(model(images).float()[:, :classes])
+        labels.append(y[:, :classes] if y.ndim == 2 else y)
     return round(fit_temperature(torch.cat(logits), torch.cat(labels)), 4)

@@ -104,6 +104,43 @@ class SpaceGroupSetLabelMap(SpaceGroupLabelMap):
         return {"label_scheme": "space_group_set", "class_labels": self.class_labels, "set_field_invA": self.field_invA}
 
 
+class LookAlikeLabelMap(SpaceGroupSetLabelMap):
+    """Targets for a network with two heads over the same C groups, (N, 2C) floats: the group target
+    (one-hot, or with ``soft_groups`` the look-alike set weighted by the prior, as ``SpaceGroupSetLabelMap``)
+    and then one membership bit per group — 1 where physics says the pattern's visible reflections are
+    those of that group too, scale, turn and mirror free (``structures.visible_ambiguity``). The
+    membership head learns "which groups can this pattern not tell apart" as C yes/no questions, not
+    as probability mass that also has to rank them; a pattern off a zone axis (zone [000]) has no
+    known set, so its bits are NaN and ``train.module.lookalike_loss`` skips them."""
+
+    def __init__(self, *args, soft_groups: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.soft_groups = bool(soft_groups)
+
+    @classmethod
+    def from_card(cls, card: dict, class_labels: list[int], field_invA: float,
+                  soft_groups: bool = False) -> "LookAlikeLabelMap":
+        base = SpaceGroupSetLabelMap.from_card(card, class_labels, field_invA)
+        return cls(base.class_labels, base.prior, base.zone_axes, base.field_invA, base._materials,
+                   soft_groups=soft_groups)
+
+    def __call__(self, raw: dict) -> np.ndarray:
+        alike = super().__call__(raw)
+        onehot = np.eye(len(self.class_labels), dtype=np.float32)[SpaceGroupLabelMap.__call__(self, raw["space_group"])]
+        member = (alike > 0).astype(np.float32)
+        member[~np.asarray(raw["zone_axis"]).reshape(-1, 3).any(axis=1)] = np.nan
+        return np.concatenate([alike if self.soft_groups else onehot, member], axis=1)
+
+    @property
+    def num_outputs(self) -> int:
+        return 2 * len(self.class_labels)
+
+    def metadata(self) -> dict:
+        scheme = "space_group_set" if self.soft_groups else "space_group"
+        return {"label_scheme": scheme, "class_labels": self.class_labels, "set_field_invA": self.field_invA,
+                "lookalike_head": True}
+
+
 def outputs_space_groups(metadata: dict) -> bool:
     """Whether a model's outputs are one column per space group (not seed 003's appearance classes)."""
     return metadata.get("label_scheme", "space_group") in ("space_group", "space_group_set")
@@ -115,12 +152,15 @@ def build_label_map(config: TrainConfig, card: dict):
     if not train_groups:
         raise ConfigError(f"dataset '{config.dataset}' has no training materials")
     groups = config.labels.space_groups or train_groups
+    from diffractnet.tasks.spacegroup_eval import visible_field_invA
+
+    field_invA = visible_field_invA(config.image.model_dump(), config.augment)
+    if config.labels.lookalike_head:
+        return LookAlikeLabelMap.from_card(card, groups, field_invA, soft_groups=config.labels.scheme == "space_group_set")
     if config.labels.scheme == "space_group":
         return SpaceGroupLabelMap(groups)
     if config.labels.scheme == "space_group_set":
-        from diffractnet.tasks.spacegroup_eval import visible_field_invA
-
-        return SpaceGroupSetLabelMap.from_card(card, groups, visible_field_invA(config.image.model_dump(), config.augment))
+        return SpaceGroupSetLabelMap.from_card(card, groups, field_invA)
     from diffractnet.train.appearance import AppearanceLabelMap
 
     return AppearanceLabelMap.from_card(card, groups)

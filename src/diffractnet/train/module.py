@@ -32,7 +32,7 @@ class ClassifierModule(ZooModule):
 
     def __init__(self, arch: str, num_classes: int, image_size: int, model_kwargs: dict | None = None,
                  pretrained: str | None = None, optimizer: dict | None = None, scheduler: dict | None = None,
-                 max_epochs: int = 10, task: str = "spacegroup", in_chans: int = 1) -> None:
+                 max_epochs: int = 10, task: str = "spacegroup", in_chans: int = 1, lookalike_head: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = create_model(arch, task, in_chans, num_classes, pretrained, image_size, **(model_kwargs or {}))
@@ -40,10 +40,19 @@ class ClassifierModule(ZooModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, accuracy): cross-entropy, plus the look-alike head's when the model has one (outputs
+        and targets then both hold the group columns first, the membership columns after)."""
+        if not self.hparams.lookalike_head:
+            return classification_loss(logits, labels)
+        c = logits.shape[1] // 2
+        loss, acc = classification_loss(logits[:, :c], labels[:, :c])
+        return loss + lookalike_loss(logits[:, c:], labels[:, c:]), acc
+
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss, acc = classification_loss(logits, labels)
+        loss, acc = self.loss(logits, labels)
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
         self.log(f"{stage}_acc", acc, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
@@ -62,6 +71,15 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[tor
     known = labels != IGNORE
     acc = (logits.argmax(-1)[known] == labels[known]).float().mean() if known.any() else torch.zeros(())
     return loss, acc
+
+
+def lookalike_loss(logits: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of (N, C) membership ``logits`` against (N, C) 0/1 targets, NaN
+    targets (a pattern whose look-alike set is unknown) left out; 0 when every target is NaN."""
+    known = torch.isfinite(member)
+    if not known.any():
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits.float()[known], member[known])
 
 
 def build_optimizers(params, optimizer: dict | None, scheduler: dict | None, max_epochs: int):
