@@ -373,3 +373,14 @@ def test_training_with_a_lookalike_head_evaluates_and_predicts_its_sets(dataset,
     allowed = {g for g in (225, 229) if all(r["lookalike"][str(g)] >= 0.5 for r in rows)}
     assert set(result["fused"]["set"]) == allowed | {result["fused"]["top"][0][0]}
     assert main(["explain", str(model), str(paths[1]), "--out", str(tmp_path / "gc.png")]) == 0
+
+
+def test_resuming_a_run_of_other_settings_is_one_clear_error(dataset, tmp_path, capsys):
+    """A changed network under the same output_dir (here a look-alike head added) refuses to resume
+    from the old last.ckpt with one line, instead of a state-dict traceback."""
+    raw = _train_raw(dataset, tmp_path / "run", trainer={"max_epochs": 1})
+    train(parse_train_config(raw), progress=False)
+    changed = _train_raw(dataset, tmp_path / "run", labels={"lookalike_head": True}, trainer={"max_epochs": 2})
+    with pytest.raises(ConfigError, match="lookalike_head, num_classes") as err:
+        train(parse_train_config(changed), progress=False)
+    assert "new output_dir" in str(err.value) and "\n" not in str(err.value)

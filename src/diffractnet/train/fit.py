@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from diffractnet.errors import DataError
+from diffractnet.errors import ConfigError, DataError
 from diffractnet.render.canonical import VIEWS
 from diffractnet.train.config import TrainConfig
 
@@ -39,17 +39,25 @@ def _callbacks(config: TrainConfig, has_val: bool, progress: bool) -> list:
     return callbacks
 
 
-def _resume_path(config: TrainConfig) -> Path | None:
-    """``last.ckpt`` if it loads without unpickling code; a damaged one is set aside, not trusted."""
+def _resume_path(config: TrainConfig, module=None) -> Path | None:
+    """``last.ckpt`` if it loads without unpickling code; a damaged one is set aside, not trusted.
+    ``ConfigError`` if it holds another network than ``module`` (its hyper-parameters differ: the
+    config changed under the same ``output_dir``)."""
     last = config.output_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None
     try:
-        torch.load(last, map_location="cpu", weights_only=True)
+        saved = torch.load(last, map_location="cpu", weights_only=True)
     except Exception:
         last.rename(last.with_suffix(".ckpt.damaged"))
         print(f"warning: {last} was damaged (a kill during saving?); training restarts from scratch")
         return None
+    if module is not None:
+        before, now = dict(saved.get("hyper_parameters") or {}), dict(module.hparams)
+        changed = sorted(k for k in set(before) | set(now) if k not in ("max_epochs",) and before.get(k) != now.get(k))
+        if changed:
+            raise ConfigError(f"{last} was trained with other settings ({', '.join(changed)}); give the run a new "
+                              "output_dir, or delete that folder to start again")
     return last
 
 
@@ -71,7 +79,7 @@ def fit_module(config, module, datamodule, has_val: bool, progress: bool):
     earlier = _set_aside_log(log) if trainer.global_rank == 0 else None
     with warnings.catch_warnings():  # a deprecation inside Lightning itself, not ours to fix
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(config), weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(config, module), weights_only=True)
     if earlier is not None:
         _merge_logs(earlier, log, log)
         earlier.unlink()
