@@ -54,13 +54,13 @@ class SpaceGroupSetLabelMap(SpaceGroupLabelMap):
         self._cache: dict[tuple, np.ndarray] = {}
 
     @classmethod
-    def from_card(cls, card: dict, class_labels: list[int], field_invA: float) -> "SpaceGroupSetLabelMap":
+    def from_card(cls, card: dict, class_labels: list[int], field_invA: float, **options) -> "SpaceGroupSetLabelMap":
         from diffractnet.tasks.spacegroup_eval import train_prior
         from diffractnet.train.appearance import zones_in_card
 
         materials = {m["material_id"]: (m["space_group"], m["lattice_abc_A"] + m["lattice_angles_deg"])
                      for m in card["materials"]}
-        return cls(class_labels, train_prior(card, class_labels), zones_in_card(card), field_invA, materials)
+        return cls(class_labels, train_prior(card, class_labels), zones_in_card(card), field_invA, materials, **options)
 
     def prepare(self, splits: list) -> None:
         """Compute every target once, before loader workers copy the map: ``splits`` holds
@@ -116,13 +116,6 @@ class LookAlikeLabelMap(SpaceGroupSetLabelMap):
     def __init__(self, *args, soft_groups: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.soft_groups = bool(soft_groups)
-
-    @classmethod
-    def from_card(cls, card: dict, class_labels: list[int], field_invA: float,
-                  soft_groups: bool = False) -> "LookAlikeLabelMap":
-        base = SpaceGroupSetLabelMap.from_card(card, class_labels, field_invA)
-        return cls(base.class_labels, base.prior, base.zone_axes, base.field_invA, base._materials,
-                   soft_groups=soft_groups)
 
     def __call__(self, raw: dict) -> np.ndarray:
         alike = super().__call__(raw)
