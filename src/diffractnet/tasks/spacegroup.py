@@ -36,12 +36,13 @@ def spacegroup_outputs(model: torch.nn.Module, meta: dict, images: torch.Tensor)
     look-alike head (``meta['lookalike_head']``), (N, C) probabilities that physics lets each group give
     this pattern, else None)."""
     from diffractnet.train.appearance import space_group_probabilities
+    from diffractnet.train.labels import split_lookalike
 
     logits = model(images).float()
     member = None
     if meta.get("lookalike_head"):
-        c = logits.shape[1] // 2
-        logits, member = logits[:, :c], torch.sigmoid(logits[:, c:]).numpy()
+        logits, member = split_lookalike(logits)
+        member = torch.sigmoid(member).numpy()
     logits = logits / float(meta.get("temperature") or 1.0)
     return space_group_probabilities(torch.softmax(logits, -1).numpy(), meta), member
 

@@ -192,8 +192,7 @@ def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds
     from diffractnet.tasks.spacegroup_eval import train_prior
 
     best = load_best(trainer, module)
-    temperature = _validation_temperature(module.model, val_set, config.trainer.batch_size,
-                                          label_map.num_outputs // (2 if config.labels.lookalike_head else 1))
+    temperature = _validation_temperature(module.model, val_set, config.trainer.batch_size, config.labels.lookalike_head)
     metadata = {"arch": config.model.name, "task": "spacegroup", "in_chans": VIEWS[config.image.view],
                 "num_outputs": label_map.num_outputs, "image_size": config.image.size_px,
                 "model_kwargs": config.model.kwargs, **label_map.metadata(),
@@ -205,10 +204,11 @@ def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds
 
 
 @torch.no_grad()
-def _validation_temperature(model: torch.nn.Module, val_set, batch_size: int, classes: int) -> float:
-    """Temperature scaling of the first ``classes`` outputs (the group head) on the validation patterns
+def _validation_temperature(model: torch.nn.Module, val_set, batch_size: int, lookalike_head: bool = False) -> float:
+    """Temperature scaling of the group outputs (not a look-alike head's) on the validation patterns
     (``tasks.spacegroup.fit_temperature``); 1.0 without them."""
     from diffractnet.tasks.spacegroup import fit_temperature
+    from diffractnet.train.labels import split_lookalike
 
     if val_set is None or len(val_set) == 0:
         return 1.0
@@ -216,6 +216,7 @@ def _validation_temperature(model: torch.nn.Module, val_set, batch_size: int, cl
     logits, labels = [], []
     for start in range(0, len(val_set), 4 * batch_size):
         images, y = val_set[list(range(start, min(len(val_set), start + 4 * batch_size)))]
-        logits.append(model(images).float()[:, :classes])
-        labels.append(y[:, :classes] if y.ndim == 2 else y)
+        z = model(images).float()
+        logits.append(split_lookalike(z)[0] if lookalike_head else z)
+        labels.append(split_lookalike(y)[0] if lookalike_head else y)
     return round(fit_temperature(torch.cat(logits), torch.cat(labels)), 4)

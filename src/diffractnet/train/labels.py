@@ -134,6 +134,13 @@ class LookAlikeLabelMap(SpaceGroupSetLabelMap):
                 "lookalike_head": True}
 
 
+def split_lookalike(columns):
+    """(..., 2C) outputs or targets of a model with a look-alike head → (group part, membership part):
+    the layout ``LookAlikeLabelMap`` writes and the network's last layer follows."""
+    c = columns.shape[-1] // 2
+    return columns[..., :c], columns[..., c:]
+
+
 def outputs_space_groups(metadata: dict) -> bool:
     """Whether a model's outputs are one column per space group (not seed 003's appearance classes)."""
     return metadata.get("label_scheme", "space_group") in ("space_group", "space_group_set")

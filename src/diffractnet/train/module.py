@@ -45,9 +45,11 @@ class ClassifierModule(ZooModule):
         and targets then both hold the group columns first, the membership columns after)."""
         if not self.hparams.lookalike_head:
             return classification_loss(logits, labels)
-        c = logits.shape[1] // 2
-        loss, acc = classification_loss(logits[:, :c], labels[:, :c])
-        return loss + lookalike_loss(logits[:, c:], labels[:, c:]), acc
+        from diffractnet.train.labels import split_lookalike
+
+        (groups, member), (group_targets, member_targets) = split_lookalike(logits), split_lookalike(labels)
+        loss, acc = classification_loss(groups, group_targets)
+        return loss + lookalike_loss(member, member_targets), acc
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch
