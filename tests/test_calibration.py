@@ -44,3 +44,21 @@ def test_class_probabilities_divide_logits_by_the_temperature():
     for t in (1.0, 2.0):
         expected = torch.softmax(torch.tensor([2.0, 1.0, 0.0]) / t, -1).numpy()
         np.testing.assert_allclose(class_probabilities(model, {**meta, "temperature": t}, images)[0], expected, rtol=1e-6)
+
+
+def test_fit_lookalike_threshold_picks_the_level_whose_sets_are_right_most_often():
+    from diffractnet.tasks.spacegroup import fit_lookalike_threshold
+
+    # A: physics allows only the true group 0; a wrong group sits at membership 0.65 → right only above 0.65
+    # B: physics allows two groups; the true one sits at 0.45 and is not the most probable → right only ≤ 0.45
+    a = ([0.9, 0.65, 0.1], [0.7, 0.2, 0.1], 0, 1)
+    b = ([0.45, 0.95, 0.1], [0.3, 0.6, 0.1], 0, 2)
+    unknown = ([0.9, 0.9, 0.9], [0.2, 0.7, 0.1], 0, 0)  # off a zone axis: no physics set, left out
+
+    def fit(rows):
+        member, probs, truth, size = (np.array(v) for v in zip(*rows))
+        return fit_lookalike_threshold(member, probs, truth, size)
+
+    assert fit([a, a, b, unknown, unknown]) == 0.7
+    assert fit([a, b, b, unknown]) == 0.3
+    assert fit([unknown]) == 0.5

@@ -370,7 +370,9 @@ def test_training_with_a_lookalike_head_evaluates_and_predicts_its_sets(dataset,
     assert result["set_from"] == "lookalike head"
     rows = result["per_pattern"]
     assert all(set(r["lookalike"]) == {"225", "229"} for r in rows)  # JSON keys are strings
-    allowed = {g for g in (225, 229) if all(r["lookalike"][str(g)] >= 0.5 for r in rows)}
+    threshold = result["lookalike_threshold"]
+    assert threshold == meta["lookalike_threshold"] and 0.3 <= threshold <= 0.95
+    allowed = {g for g in (225, 229) if all(r["lookalike"][str(g)] >= threshold for r in rows)}
     assert set(result["fused"]["set"]) == allowed | {result["fused"]["top"][0][0]}
     assert main(["explain", str(model), str(paths[1]), "--out", str(tmp_path / "gc.png")]) == 0
 

@@ -4,6 +4,8 @@ class, Bravais) derived from them. Label maps live in ``train.labels``; evaluati
 Calibration is temperature scaling (Guo et al. 2017): one number T, fitted after training on the
 validation materials by minimising the negative log-likelihood of softmax(logits / T). It changes no
 decision, only how sure the model says it is, and so how wide the "cannot tell apart" sets are.
+A look-alike head's membership threshold is fitted on the same patterns (``fit_lookalike_threshold``):
+the level at which its sets most often hold the truth without claiming more groups than physics does.
 """
 
 from __future__ import annotations
@@ -69,3 +71,25 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[fl
 
     best = minimize_scalar(nll, bounds=tuple(np.log(bounds)), method="bounded", options={"xatol": 1e-3})
     return float(np.exp(best.x))
+
+
+LOOKALIKE_THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.30 … 0.95
+
+
+def fit_lookalike_threshold(member: np.ndarray, probs: np.ndarray, true_class: np.ndarray, physics_size: np.ndarray,
+                            grid: tuple[float, ...] = LOOKALIKE_THRESHOLDS, default: float = 0.5) -> float:
+    """The membership threshold of ``grid`` whose sets (``index.fusion.lookalike_set``) hold the true class
+    and are no larger than the physics set on the most patterns (the first best, lowest, on a tie).
+
+    ``member``, ``probs`` (N, C) look-alike memberships and group probabilities; ``true_class`` (N,) column
+    indices; ``physics_size`` (N,) the number of groups physics says the pattern cannot tell apart
+    (0: unknown, e.g. off a zone axis; such rows are left out). ``default`` when no row is labelled."""
+    from diffractnet.index.fusion import lookalike_set
+
+    rows = np.nonzero(np.asarray(physics_size) > 0)[0]
+    if not len(rows):
+        return float(default)
+    m, p = np.asarray(member)[rows], np.asarray(probs)[rows]
+    truth, size = np.asarray(true_class)[rows], np.asarray(physics_size)[rows]
+    hits = [np.mean([t in s and len(s) <= n for s, t, n in zip(lookalike_set(m, p, th), truth, size)]) for th in grid]
+    return float(grid[int(np.argmax(hits))])

@@ -53,6 +53,7 @@ class Predictions:
     material_id: np.ndarray  # (N,)
     class_labels: list[int]
     lookalike: np.ndarray | None = None  # (N, C) the look-alike head's memberships, if the model has one
+    lookalike_threshold: float = 0.5     # the membership level its sets keep (fitted on validation)
 
 
 @torch.no_grad()
@@ -74,7 +75,8 @@ def predict_split(model: torch.nn.Module, meta: dict, dataset: Path, split: str 
     cat = {k: np.concatenate([t[k] for t in targets]) for k in targets[0]}
     return Predictions(probs, cat["space_group"].astype(int), cat["zone_axis"].astype(int),
                        cat["material_id"].astype(int), list(meta["class_labels"]),
-                       None if members[0] is None else np.concatenate(members))
+                       None if members[0] is None else np.concatenate(members),
+                       float(meta.get("lookalike_threshold", 0.5)))
 
 
 def visible_field_invA(image_spec: dict, augment: Augment | None = EVAL_AUGMENT) -> float:
@@ -106,10 +108,11 @@ def physics_sets(pred: Predictions, card: dict, field_invA: float | None = None)
 
 def within_set_accuracy(pred: Predictions, sets: list, coverage: float = 0.9) -> dict:
     """Share of zone-axis patterns whose predicted set holds the truth and is no larger than physics allows.
-    The predicted set is the look-alike head's answer where the model has one (``index.fusion.lookalike_set``),
-    else the fewest most probable groups reaching ``coverage``."""
+    The predicted set is the look-alike head's answer where the model has one (``index.fusion.lookalike_set``
+    at the model's ``lookalike_threshold``), else the fewest most probable groups reaching ``coverage``."""
     head = pred.lookalike is not None
-    chosen = lookalike_set(pred.lookalike, pred.probs) if head else prediction_set(pred.probs, coverage)
+    chosen = lookalike_set(pred.lookalike, pred.probs, pred.lookalike_threshold) if head \
+        else prediction_set(pred.probs, coverage)
     labels = np.array(pred.class_labels)
     hits, sizes, allowed = [], [], []
     for i, phys in enumerate(sets):
@@ -123,7 +126,8 @@ def within_set_accuracy(pred: Predictions, sets: list, coverage: float = 0.9) ->
         return {"within_set": float("nan"), "n": 0}
     return {"within_set": float(np.mean(hits)), "n": len(hits), "mean_predicted_set": float(np.mean(sizes)),
             "mean_physics_set": float(np.mean(allowed)), "coverage": coverage,
-            "set_from": "lookalike head" if head else "coverage"}
+            "set_from": "lookalike head" if head else "coverage",
+            **({"lookalike_threshold": pred.lookalike_threshold} if head else {})}
 
 
 def presence_reader(pred: Predictions, sets: list, prior: np.ndarray) -> Predictions:

@@ -32,8 +32,9 @@ def predict_patterns(model: torch.nn.Module, meta: dict, images: torch.Tensor, c
     'set_from'}; the fused part also names the global ambiguity class of its answer: the space groups
     (of all 230) that no kinematic pattern at any orientation tells apart from it. The sets come from the
     model's look-alike head where it has one (per pattern: the groups it cannot tell apart; fused: those
-    every pattern allows, ``index.fusion``), else from the fewest groups reaching ``coverage``; with a
-    head, each pattern also lists its 'lookalike' membership per group.
+    every pattern allows, ``index.fusion``; both at the model's ``lookalike_threshold``, fitted on the
+    validation materials), else from the fewest groups reaching ``coverage``; with a head, each pattern
+    also lists its 'lookalike' membership per group, and the result its 'lookalike_threshold'.
     """
     model.eval()
     probs, member = spacegroup_outputs(model, meta, images)
@@ -42,7 +43,7 @@ def predict_patterns(model: torch.nn.Module, meta: dict, images: torch.Tensor, c
     fused = fuse_posteriors(probs, prior)
     both = np.vstack([probs, fused[None]])
     sets = prediction_set(both, coverage) if member is None else \
-        lookalike_set(np.vstack([member, fuse_membership(member)[None]]), both)
+        lookalike_set(np.vstack([member, fuse_membership(member)[None]]), both, float(meta.get("lookalike_threshold", 0.5)))
     per_pattern = [{"top": _top(p, labels, top), "set": sorted(labels[s].tolist()), "probabilities": p.tolist()}
                    for p, s in zip(probs, sets[:-1])]
     if member is not None:
@@ -56,7 +57,8 @@ def predict_patterns(model: torch.nn.Module, meta: dict, images: torch.Tensor, c
             "fused": {"top": _top(fused, labels, top), "set": sorted(labels[sets[-1]].tolist()),
                       "probabilities": fused.tolist(), "coarse": coarse,
                       "global_class": list(global_class_of(best))}, "coverage": coverage,
-            "set_from": "coverage" if member is None else "lookalike head"}
+            "set_from": "coverage" if member is None else "lookalike head",
+            **({} if member is None else {"lookalike_threshold": float(meta.get("lookalike_threshold", 0.5))})}
 
 
 def _top(p: np.ndarray, labels: np.ndarray, n: int) -> list[tuple[int, float]]:

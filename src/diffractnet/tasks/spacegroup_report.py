@@ -111,8 +111,9 @@ def _write_report(out: Path, summary: dict, meta: dict, metrics: dict, extra_sec
             f"evaluated on the {summary['split']} materials, which it never saw: {', '.join(summary['test_materials'])}. "
             f"Test patterns carry {summary['dose_e'][0]:.0e}–{summary['dose_e'][1]:.0e} electrons each (Poisson noise on "
             "linear intensities, then the model's brightness power per pixel, as `predict` prepares a recorded pattern).",
-            ("Within-set: the predicted set is the look-alike head's answer (the groups it gives membership ≥ 0.5, "
-             "with the most probable one)" if ws.get("set_from") == "lookalike head" else
+            (f"Within-set: the predicted set is the look-alike head's answer (the groups it gives membership ≥ "
+             f"{ws.get('lookalike_threshold', 0.5):.2f}, the level fitted on the validation materials, with the most "
+             "probable one)" if ws.get("set_from") == "lookalike head" else
              f"Within-set: the predicted set is the fewest most probable groups reaching {ws.get('coverage', 0.9):.0%} "
              "probability") + "; it counts when it holds the true group and is no larger than the set of groups that give "
             f"the same visible pattern (the reflections inside |g| ≤ {ws.get('field_invA', float('nan')):.2f} Å⁻¹, the "

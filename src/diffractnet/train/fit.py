@@ -192,31 +192,43 @@ def _export(config: TrainConfig, trainer, module, label_map, card: dict, seconds
     from diffractnet.tasks.spacegroup_eval import train_prior
 
     best = load_best(trainer, module)
-    temperature = _validation_temperature(module.model, val_set, config.trainer.batch_size, config.labels.lookalike_head)
+    calibration = _validation_calibration(module.model, val_set, config.trainer.batch_size, config.labels.lookalike_head)
     metadata = {"arch": config.model.name, "task": "spacegroup", "in_chans": VIEWS[config.image.view],
                 "num_outputs": label_map.num_outputs, "image_size": config.image.size_px,
                 "model_kwargs": config.model.kwargs, **label_map.metadata(),
                 "image": config.image.model_dump(), "dataset": card["name"], "dataset_hash": card["config_hash"],
                 "class_prior": train_prior(card, label_map.class_labels).tolist(),
-                "temperature": temperature, "seed": config.seed}
+                **calibration, "seed": config.seed}
     save_model(path, module.model.cpu(), metadata)
-    write_summary(config, trainer, path, best, seconds, {"temperature": temperature})
+    write_summary(config, trainer, path, best, seconds, calibration)
 
 
 @torch.no_grad()
-def _validation_temperature(model: torch.nn.Module, val_set, batch_size: int, lookalike_head: bool = False) -> float:
-    """Temperature scaling of the group outputs (not a look-alike head's) on the validation patterns
-    (``tasks.spacegroup.fit_temperature``); 1.0 without them."""
-    from diffractnet.tasks.spacegroup import fit_temperature
+def _validation_calibration(model: torch.nn.Module, val_set, batch_size: int, lookalike_head: bool = False) -> dict:
+    """What is fitted on the validation patterns: ``temperature`` of the group outputs (not a look-alike
+    head's; ``tasks.spacegroup.fit_temperature``; 1.0 without patterns) and, with a look-alike head,
+    its membership ``lookalike_threshold`` (``tasks.spacegroup.fit_lookalike_threshold``; 0.5 where the
+    targets do not name the true group: soft set-weighted targets)."""
+    from diffractnet.tasks.spacegroup import fit_lookalike_threshold, fit_temperature
     from diffractnet.train.labels import split_lookalike
 
     if val_set is None or len(val_set) == 0:
-        return 1.0
+        return {"temperature": 1.0, **({"lookalike_threshold": 0.5} if lookalike_head else {})}
     model = model.cpu().eval()
-    logits, labels = [], []
+    outputs, targets = [], []
     for start in range(0, len(val_set), 4 * batch_size):
         images, y = val_set[list(range(start, min(len(val_set), start + 4 * batch_size)))]
-        z = model(images).float()
-        logits.append(split_lookalike(z)[0] if lookalike_head else z)
-        labels.append(split_lookalike(y)[0] if lookalike_head else y)
-    return round(fit_temperature(torch.cat(logits), torch.cat(labels)), 4)
+        outputs.append(model(images).float()), targets.append(y)
+    z, y = torch.cat(outputs), torch.cat(targets)
+    if not lookalike_head:
+        return {"temperature": round(fit_temperature(z, y), 4)}
+    (logits, member_logits), (groups, member) = split_lookalike(z), split_lookalike(y)
+    temperature = round(fit_temperature(logits, groups), 4)
+    one_hot = bool(((groups == 0) | (groups == 1)).all() and (groups.sum(-1) == 1).all())
+    threshold = 0.5
+    if one_hot:
+        probs = torch.softmax(logits / temperature, -1).numpy()
+        known = torch.isfinite(member).all(-1)
+        size = torch.where(known, member.nan_to_num().sum(-1), torch.zeros(())).numpy()
+        threshold = fit_lookalike_threshold(torch.sigmoid(member_logits).numpy(), probs, groups.argmax(-1).numpy(), size)
+    return {"temperature": temperature, "lookalike_threshold": threshold}
