@@ -76,6 +76,11 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[fl
 LOOKALIKE_THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.30 … 0.95
 
 
+def lookalike_threshold(meta: dict) -> float:
+    """The membership level a look-alike model's sets keep: fitted at export, 0.5 for older models."""
+    return float(meta.get("lookalike_threshold", 0.5))
+
+
 def fit_lookalike_threshold(member: np.ndarray, probs: np.ndarray, true_class: np.ndarray, physics_size: np.ndarray,
                             grid: tuple[float, ...] = LOOKALIKE_THRESHOLDS, default: float = 0.5) -> float:
     """The membership threshold of ``grid`` whose sets (``index.fusion.lookalike_set``) hold the true class

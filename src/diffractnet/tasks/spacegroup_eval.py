@@ -21,7 +21,7 @@ from diffractnet.render.detector import detector_from_image_spec
 from diffractnet.structures.ambiguity import zone_ambiguity
 from diffractnet.structures.visible_ambiguity import visible_zone_ambiguity
 from diffractnet.structures.crystal import lattice_matrix
-from diffractnet.tasks.spacegroup import spacegroup_outputs
+from diffractnet.tasks.spacegroup import lookalike_threshold, spacegroup_outputs
 
 # "Realistic" test conditions: what a microscope gives, not what training saw most often. An SAED
 # pattern records 10⁶–10⁹ electrons; 10⁵–10⁶ is a short exposure read out binned (the weakest
@@ -76,7 +76,7 @@ def predict_split(model: torch.nn.Module, meta: dict, dataset: Path, split: str 
     return Predictions(probs, cat["space_group"].astype(int), cat["zone_axis"].astype(int),
                        cat["material_id"].astype(int), list(meta["class_labels"]),
                        None if members[0] is None else np.concatenate(members),
-                       float(meta.get("lookalike_threshold", 0.5)))
+                       lookalike_threshold(meta))
 
 
 def visible_field_invA(image_spec: dict, augment: Augment | None = EVAL_AUGMENT) -> float:

@@ -10,7 +10,7 @@ import torch
 from diffractnet.index.fusion import fuse_membership, fuse_posteriors, lookalike_set, prediction_set
 from diffractnet.io.patterns import load_pattern_image, prepare_for_model
 from diffractnet.structures.ambiguity import global_class_of
-from diffractnet.tasks.spacegroup import coarse_probabilities, spacegroup_outputs
+from diffractnet.tasks.spacegroup import coarse_probabilities, lookalike_threshold, spacegroup_outputs
 
 
 def images_for_model(paths: list[str | Path], meta: dict, image_px_invA: float | None = None) -> torch.Tensor:
@@ -38,12 +38,13 @@ def predict_patterns(model: torch.nn.Module, meta: dict, images: torch.Tensor, c
     """
     model.eval()
     probs, member = spacegroup_outputs(model, meta, images)
+    threshold = lookalike_threshold(meta)
     labels = np.array(meta["class_labels"])
     prior = np.asarray(meta.get("class_prior") or np.full(len(labels), 1 / len(labels)))
     fused = fuse_posteriors(probs, prior)
     both = np.vstack([probs, fused[None]])
     sets = prediction_set(both, coverage) if member is None else \
-        lookalike_set(np.vstack([member, fuse_membership(member)[None]]), both, float(meta.get("lookalike_threshold", 0.5)))
+        lookalike_set(np.vstack([member, fuse_membership(member)[None]]), both, threshold)
     per_pattern = [{"top": _top(p, labels, top), "set": sorted(labels[s].tolist()), "probabilities": p.tolist()}
                    for p, s in zip(probs, sets[:-1])]
     if member is not None:
@@ -58,7 +59,7 @@ def predict_patterns(model: torch.nn.Module, meta: dict, images: torch.Tensor, c
                       "probabilities": fused.tolist(), "coarse": coarse,
                       "global_class": list(global_class_of(best))}, "coverage": coverage,
             "set_from": "coverage" if member is None else "lookalike head",
-            **({} if member is None else {"lookalike_threshold": float(meta.get("lookalike_threshold", 0.5))})}
+            **({} if member is None else {"lookalike_threshold": threshold})}
 
 
 def _top(p: np.ndarray, labels: np.ndarray, n: int) -> list[tuple[int, float]]:
