@@ -73,16 +73,17 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, bounds: tuple[fl
     return float(np.exp(best.x))
 
 
+DEFAULT_LOOKALIKE_THRESHOLD = 0.5  # models exported before the fit, and those whose targets hide the true group
 LOOKALIKE_THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.30 … 0.95
 
 
 def lookalike_threshold(meta: dict) -> float:
     """The membership level a look-alike model's sets keep: fitted at export, 0.5 for older models."""
-    return float(meta.get("lookalike_threshold", 0.5))
+    return float(meta.get("lookalike_threshold", DEFAULT_LOOKALIKE_THRESHOLD))
 
 
 def fit_lookalike_threshold(member: np.ndarray, probs: np.ndarray, true_class: np.ndarray, physics_size: np.ndarray,
-                            grid: tuple[float, ...] = LOOKALIKE_THRESHOLDS, default: float = 0.5) -> float:
+                            grid: tuple[float, ...] = LOOKALIKE_THRESHOLDS, default: float = DEFAULT_LOOKALIKE_THRESHOLD) -> float:
     """The membership threshold of ``grid`` whose sets (``index.fusion.lookalike_set``) hold the true class
     and are no larger than the physics set on the most patterns (the first best, lowest, on a tie).
 

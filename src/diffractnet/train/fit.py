@@ -209,11 +209,11 @@ def _validation_calibration(model: torch.nn.Module, val_set, batch_size: int, lo
     head's; ``tasks.spacegroup.fit_temperature``; 1.0 without patterns) and, with a look-alike head,
     its membership ``lookalike_threshold`` (``tasks.spacegroup.fit_lookalike_threshold``; 0.5 where the
     targets do not name the true group: soft set-weighted targets)."""
-    from diffractnet.tasks.spacegroup import fit_lookalike_threshold, fit_temperature
+    from diffractnet.tasks.spacegroup import DEFAULT_LOOKALIKE_THRESHOLD, fit_lookalike_threshold, fit_temperature
     from diffractnet.train.labels import split_lookalike
 
     if val_set is None or len(val_set) == 0:
-        return {"temperature": 1.0, **({"lookalike_threshold": 0.5} if lookalike_head else {})}
+        return {"temperature": 1.0, **({"lookalike_threshold": DEFAULT_LOOKALIKE_THRESHOLD} if lookalike_head else {})}
     model = model.cpu().eval()
     outputs, targets = [], []
     for start in range(0, len(val_set), 4 * batch_size):
@@ -225,7 +225,7 @@ def _validation_calibration(model: torch.nn.Module, val_set, batch_size: int, lo
     (logits, member_logits), (groups, member) = split_lookalike(z), split_lookalike(y)
     temperature = round(fit_temperature(logits, groups), 4)
     one_hot = bool(((groups == 0) | (groups == 1)).all() and (groups.sum(-1) == 1).all())
-    threshold = 0.5
+    threshold = DEFAULT_LOOKALIKE_THRESHOLD
     if one_hot:
         probs = torch.softmax(logits / temperature, -1).numpy()
         known = torch.isfinite(member).all(-1)
